@@ -1,0 +1,48 @@
+# benchtruth: audit benchmark run folders and rebuild paper tables from real runs.
+# `make help` lists the targets.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 4090
+EXAMPLE := examples/realruns
+EXAMPLE_STAMP := $(EXAMPLE)/runs/orchestrator/20260129_073037
+BENCH_LIST ?= $(EXAMPLE_STAMP)/bench_dirs_all.txt
+PROJECT_ROOT ?= $(EXAMPLE)
+CLAIMED_TABLES ?= $(EXAMPLE_STAMP)/paper_tables
+OUT ?= build/example_$(HOST)
+
+.PHONY: help venv audit test lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 10
+
+$(BIN)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (benchtruth)"
+	touch $@
+
+venv: $(BIN)/.installed ## create .venv from requirements.txt and register the python3 kernel
+
+audit: venv ## audit the bundled example (HOST, BENCH_LIST, PROJECT_ROOT, CLAIMED_TABLES, OUT override)
+	mkdir -p $(OUT)/analysis $(OUT)/paper_tables
+	$(BIN)/papermill notebooks/01_audit.ipynb $(OUT)/analysis/01_audit_$(HOST).ipynb \
+		-k python3 --no-progress-bar -f params/$(HOST).yaml \
+		-p bench_list $(BENCH_LIST) -p project_root $(PROJECT_ROOT) \
+		-p paper_tables_dir $(CLAIMED_TABLES) -p output_dir $(OUT)/analysis
+	$(BIN)/papermill notebooks/02_tables.ipynb $(OUT)/paper_tables/02_tables_$(HOST).ipynb \
+		-k python3 --no-progress-bar -p host_tag $(HOST) \
+		-p truthfulness_json $(OUT)/analysis/benchmark_truthfulness.json \
+		-p output_dir $(OUT)/paper_tables
+	@echo "audit of $(BENCH_LIST) for host $(HOST) written to $(OUT)/"
+
+test: venv ## run ruff and the test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf build

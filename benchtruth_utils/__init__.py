@@ -1,0 +1,21 @@
+"""benchtruth: audit benchmark run folders and rebuild paper tables from the runs that really ran.
+
+The notebooks call :func:`run_audit` (01) and :func:`build_tables` (02); everything
+else is here so that it can be tested without a notebook.
+"""
+
+__version__ = "0.1.0"
+
+from .audit import AuditResult, build_tables, run_audit
+from .errors import BenchListError, BenchtruthError, ParameterError, TruthFileError
+
+__all__ = [
+    "AuditResult",
+    "BenchListError",
+    "BenchtruthError",
+    "ParameterError",
+    "TruthFileError",
+    "__version__",
+    "build_tables",
+    "run_audit",
+]

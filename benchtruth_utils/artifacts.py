@@ -1,0 +1,202 @@
+"""Reading the files a bench dir holds, each into data or a finding, never an exception.
+
+Every reader here takes a path and returns what it parsed together with the
+finding that explains why it could not, so that one bad file never stops an audit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+from typing import Any
+
+import yaml
+
+from .findings import Reason
+
+logger = logging.getLogger(__name__)
+
+# Large enough for a runner's metrics.json with many thousands of results (48 results
+# take 30 kB), small enough that a stray multi-gigabyte file cannot exhaust memory.
+MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
+
+METRICS_FILE = "metrics.json"
+STATUS_RUN_FILE = "STATUS_RUN.json"
+CONFIG_FILE = os.path.join("configs", "resolved_config.yaml")
+
+YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \| (\w+) \| (.*)$")
+_OUTPUT_PREFIX = "Output: "
+
+
+@dataclasses.dataclass
+class Parsed:
+    """What a reader got from one file: a value, or the reason and detail why not."""
+
+    value: Any = None
+    sha256: str | None = None
+    reason: Reason | None = None
+    detail: str = ""
+    present: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None and self.present
+
+
+def _read_bytes(path: str) -> tuple[bytes | None, str | None, str]:
+    """Read a whole file under the size cap; return (bytes, problem kind, detail)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_ARTIFACT_BYTES + 1)
+    except FileNotFoundError:
+        return None, "missing", "file not found"
+    except IsADirectoryError:
+        return None, "unreadable", "is a directory, not a file"
+    except PermissionError:
+        return None, "unreadable", "permission denied"
+    except OSError as err:
+        return None, "unreadable", f"cannot be read ({err.strerror or type(err).__name__})"
+
+    if len(data) > MAX_ARTIFACT_BYTES:
+        return None, "too_large", f"larger than the {MAX_ARTIFACT_BYTES} byte cap"
+    return data, None, ""
+
+
+def _decode_json(data: bytes) -> tuple[Any, str | None, str]:
+    """Decode JSON as the runner writes it: bare NaN and Infinity tokens are allowed."""
+    if not data.strip():
+        return None, "empty", "file is empty"
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        return None, "not_utf8", f"not UTF-8 text ({err.reason} at byte {err.start})"
+    try:
+        return json.loads(text), None, ""
+    except json.JSONDecodeError as err:
+        return None, "invalid", f"not valid JSON ({err.msg} at line {err.lineno})"
+    except RecursionError:
+        return None, "invalid", "not valid JSON (nested too deeply)"
+
+
+def read_metrics(bench_dir: str) -> Parsed:
+    """Parse ``metrics.json`` of a bench dir into its top-level object.
+
+    Only the shape of the top level is checked here; result by result checks
+    belong to :mod:`benchtruth_utils.runs`.
+    """
+    data, problem, detail = _read_bytes(os.path.join(bench_dir, METRICS_FILE))
+    if problem == "missing":
+        return Parsed(reason=Reason.METRICS_MISSING, detail=detail, present=False)
+    if problem == "too_large":
+        return Parsed(reason=Reason.METRICS_TOO_LARGE, detail=detail)
+    if problem is not None:
+        return Parsed(reason=Reason.METRICS_UNREADABLE, detail=detail)
+
+    digest = hashlib.sha256(data).hexdigest()
+    document, problem, detail = _decode_json(data)
+    if problem is not None:
+        reason = {
+            "empty": Reason.METRICS_EMPTY,
+            "not_utf8": Reason.METRICS_NOT_UTF8,
+            "invalid": Reason.METRICS_INVALID_JSON,
+        }[problem]
+        return Parsed(sha256=digest, reason=reason, detail=detail)
+
+    if not isinstance(document, dict):
+        found = type(document).__name__
+        return Parsed(
+            sha256=digest, reason=Reason.METRICS_NOT_OBJECT, detail=f"top level is {found}"
+        )
+    return Parsed(value=document, sha256=digest)
+
+
+def read_status_run(bench_dir: str) -> Parsed:
+    """Parse ``STATUS_RUN.json``; absent is fine (``present`` False), malformed is a finding."""
+    data, problem, detail = _read_bytes(os.path.join(bench_dir, STATUS_RUN_FILE))
+    if problem == "missing":
+        return Parsed(present=False)
+    if problem is not None:
+        return Parsed(reason=Reason.STATUS_RUN_UNREADABLE, detail=detail)
+
+    document, problem, detail = _decode_json(data)
+    if problem is not None:
+        return Parsed(reason=Reason.STATUS_RUN_UNREADABLE, detail=detail)
+    if not isinstance(document, dict):
+        found = type(document).__name__
+        return Parsed(reason=Reason.STATUS_RUN_UNREADABLE, detail=f"top level is {found}")
+    return Parsed(value=document)
+
+
+def read_config(bench_dir: str) -> Parsed:
+    """Parse ``configs/resolved_config.yaml`` with the safe (C when present) loader."""
+    data, problem, detail = _read_bytes(os.path.join(bench_dir, CONFIG_FILE))
+    if problem == "missing":
+        return Parsed(present=False)
+    if problem is not None:
+        return Parsed(reason=Reason.CONFIG_UNREADABLE, detail=detail)
+
+    try:
+        text = data.decode("utf-8-sig")
+        document = yaml.load(text, Loader=YamlLoader)
+    except UnicodeDecodeError as err:
+        return Parsed(reason=Reason.CONFIG_UNREADABLE, detail=f"not UTF-8 text ({err.reason})")
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        return Parsed(reason=Reason.CONFIG_UNREADABLE, detail=f"not valid YAML{where}")
+    except RecursionError:
+        return Parsed(reason=Reason.CONFIG_UNREADABLE, detail="not valid YAML (nested too deeply)")
+
+    if not isinstance(document, dict):
+        found = type(document).__name__
+        return Parsed(
+            reason=Reason.CONFIG_UNREADABLE, detail=f"top level is {found}, not a mapping"
+        )
+    return Parsed(value=document)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLog:
+    """What one run log tells: the bench dir it produced and its wall time."""
+
+    output_dir: str | None
+    wall_seconds: float | None
+
+
+def parse_run_log(text: str) -> RunLog:
+    """Find the ``Output:`` dir and the span from first to last timestamped line."""
+    first: dt.datetime | None = None
+    last: dt.datetime | None = None
+    output_dir: str | None = None
+
+    for line in text.splitlines():
+        match = _LOG_LINE.match(line.strip())
+        if match is None:
+            continue
+        try:
+            stamp = dt.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+        except ValueError:
+            continue
+        first = stamp if first is None else first
+        last = stamp
+        message = match.group(3)
+        if match.group(2) == "INFO" and message.startswith(_OUTPUT_PREFIX):
+            output_dir = message[len(_OUTPUT_PREFIX) :].strip()
+
+    wall = (last - first).total_seconds() if first is not None and last is not None else None
+    return RunLog(output_dir=output_dir, wall_seconds=wall)
+
+
+def read_run_log(path: str) -> Parsed:
+    """Read one run log into a :class:`RunLog`, or a finding when it cannot be read."""
+    data, problem, detail = _read_bytes(path)
+    if problem is not None:
+        return Parsed(reason=Reason.RUN_LOG_UNREADABLE, detail=detail)
+    return Parsed(value=parse_run_log(data.decode("utf-8", errors="replace")))

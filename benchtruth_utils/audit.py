@@ -1,0 +1,512 @@
+"""The audit from end to end: read the inputs, decide what is real, write the evidence.
+
+:func:`run_audit` is what ``notebooks/01_audit`` calls and :func:`build_tables`
+what ``notebooks/02_tables`` calls. Reading happens first and writing last, so a
+refusal (a bad parameter, a missing bench list) leaves the output folder untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import glob
+import logging
+import os
+import stat
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from . import __version__
+from .artifacts import read_config, read_metrics, read_run_log, read_status_run
+from .auditlog import capture_audit_log
+from .benchlist import BenchEntry, BenchList, read_bench_list
+from .claimed import (
+    DEFAULT_ABS_TOL,
+    DEFAULT_REL_TOL,
+    MarkedTable,
+    mark_claimed_rows,
+    read_claimed_table,
+)
+from .findings import Finding, Reason, Scope
+from .outputs import atomic_write_text, frame_to_csv_text
+from .params import (
+    DEFAULT_HOST_TAGS,
+    default_paper_tables_dir,
+    normalise_host_tag,
+    normalise_path_parameter,
+)
+from .paths import display_path, lexical_relative
+from .report import render_report
+from .runs import KEY_FIELDS, RunRecord, records_from_dir, select_newest
+from .tables import summarize_runs, write_tables
+from .truth import (
+    METRIC_EXTRACTION_MAPPING,
+    SCHEMA_VERSION,
+    TRUTH_FILE,
+    generation_time,
+    load_truth,
+    write_truth,
+)
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "benchmark_truthfulness.md"
+MARKED_CLAIMED_FILE = "claimed_main_results_marked.csv"
+CLAIMED_TABLE_FILE = "main_results.csv"
+
+
+@dataclasses.dataclass
+class AuditResult:
+    """What one audit found and where it wrote it (paths as the caller gave them)."""
+
+    truth: dict[str, Any]
+    truth_path: str
+    report_path: str
+    log_path: str
+    marked_claimed_path: str | None
+
+    @property
+    def real_runs(self) -> pd.DataFrame:
+        return pd.DataFrame(self.truth["real_runs"])
+
+    @property
+    def excluded(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            self.truth["excluded"], columns=["code", "scope", "path", "item", "detail"]
+        )
+
+    @property
+    def phantom_rows(self) -> pd.DataFrame:
+        rows = [
+            {"row": row["row"], **row["claimed"], "reason": row["reason"]}
+            for row in self.truth["phantom_rows"]
+        ]
+        return pd.DataFrame(rows)
+
+    @property
+    def drifted_cells(self) -> pd.DataFrame:
+        rows = [
+            {"row": row["row"], **(row["key"] or {}), **cell}
+            for row in self.truth["drifted_rows"]
+            for cell in row["cells"]
+        ]
+        return pd.DataFrame(rows)
+
+
+def check_bench_dir(entry: BenchEntry) -> Finding | None:
+    """Why a listed bench dir cannot be opened as a folder, or None when it can."""
+    if not entry.inside_root:
+        return Finding(
+            Reason.BENCH_DIR_OUTSIDE_ROOT,
+            Scope.BENCH_DIR,
+            entry.path,
+            "the listed path lies outside the project root; set project_root to a folder "
+            "that holds it",
+        )
+
+    try:
+        status = os.stat(entry.location)
+    except FileNotFoundError:
+        detail = (
+            "a symlink whose target does not exist"
+            if os.path.islink(entry.location)
+            else "no such directory"
+        )
+        return Finding(Reason.BENCH_DIR_MISSING, Scope.BENCH_DIR, entry.path, detail)
+    except OSError as err:
+        detail = (
+            "symlink loop" if err.errno == errno.ELOOP else f"cannot be opened ({err.strerror})"
+        )
+        return Finding(Reason.BENCH_DIR_UNREADABLE, Scope.BENCH_DIR, entry.path, detail)
+
+    if not stat.S_ISDIR(status.st_mode):
+        return Finding(
+            Reason.BENCH_DIR_NOT_A_DIRECTORY,
+            Scope.BENCH_DIR,
+            entry.path,
+            "listed as a bench dir but is a file",
+        )
+    if not os.access(entry.location, os.R_OK | os.X_OK):
+        return Finding(
+            Reason.BENCH_DIR_UNREADABLE, Scope.BENCH_DIR, entry.path, "permission denied"
+        )
+    return None
+
+
+@dataclasses.dataclass
+class RunLogIndex:
+    """Wall times from the run logs, by the bench dir their ``Output:`` line names."""
+
+    wall_seconds: dict[str, float]
+    log_of: dict[str, str]
+    warnings: list[Finding]
+
+
+def index_run_logs(logs_dir: str, project_root: str) -> RunLogIndex:
+    """Read every ``*.log`` in ``logs_dir`` and tie it to the bench dir it produced."""
+    claims: dict[str, list[tuple[str, float | None]]] = {}
+    warnings: list[Finding] = []
+
+    for path in sorted(glob.glob(os.path.join(glob.escape(logs_dir), "*.log"))):
+        shown = display_path(path, project_root)
+        parsed = read_run_log(path)
+        if not parsed.ok:
+            warnings.append(Finding(parsed.reason, Scope.RUN_LOG, shown, parsed.detail))
+            continue
+        run_log = parsed.value
+        if run_log.output_dir is None:
+            continue
+        produced = lexical_relative(os.path.join(project_root, run_log.output_dir), project_root)
+        if produced is not None:
+            claims.setdefault(produced, []).append((shown, run_log.wall_seconds))
+
+    wall_seconds: dict[str, float] = {}
+    log_of: dict[str, str] = {}
+    for run_dir, logs in claims.items():
+        if len(logs) > 1:
+            names = ", ".join(shown for shown, _ in logs)
+            warnings.append(
+                Finding(
+                    Reason.RUN_LOG_AMBIGUOUS,
+                    Scope.RUN_LOG,
+                    run_dir,
+                    f"several run logs name this dir ({names}); no timing estimated from them",
+                )
+            )
+            continue
+        shown, wall = logs[0]
+        log_of[run_dir] = shown
+        if wall is not None:
+            wall_seconds[run_dir] = wall
+
+    return RunLogIndex(wall_seconds, log_of, warnings)
+
+
+@dataclasses.dataclass
+class Scan:
+    """Everything read from the bench dirs, before the claimed table is looked at."""
+
+    records: list[RunRecord]
+    excluded: list[Finding]
+    warnings: list[Finding]
+    bench_dirs: list[dict[str, Any]]
+
+
+def scan_bench_dirs(
+    entries: Iterable[BenchEntry],
+    run_logs: RunLogIndex,
+) -> Scan:
+    """Read each bench dir's artifacts and turn them into real runs and findings."""
+    scan = Scan(records=[], excluded=[], warnings=[], bench_dirs=[])
+
+    for entry in entries:
+        summary: dict[str, Any] = {
+            "path": entry.path,
+            "bench_list_line": entry.line,
+            "counted": False,
+            "code": None,
+            "results": 0,
+            "real_runs": 0,
+            "excluded_results": 0,
+            "run_log": run_logs.log_of.get(entry.path),
+        }
+        scan.bench_dirs.append(summary)
+
+        unusable = check_bench_dir(entry)
+        if unusable is not None:
+            scan.excluded.append(unusable)
+            summary["code"] = unusable.code.value
+            continue
+
+        verdict = records_from_dir(
+            entry.path,
+            metrics=read_metrics(entry.location),
+            status_run=read_status_run(entry.location),
+            config=read_config(entry.location),
+            log_wall_seconds=run_logs.wall_seconds.get(entry.path),
+        )
+        scan.records.extend(verdict.records)
+        scan.excluded.extend(verdict.excluded)
+        scan.warnings.extend(verdict.warnings)
+
+        dir_exclusions = [f for f in verdict.excluded if f.scope is Scope.BENCH_DIR]
+        summary["counted"] = not dir_exclusions
+        summary["code"] = dir_exclusions[0].code.value if dir_exclusions else None
+        summary["results"] = verdict.results_count
+        summary["real_runs"] = len(verdict.records)
+        summary["excluded_results"] = len(verdict.excluded) - len(dir_exclusions)
+
+    return scan
+
+
+def _mark_claimed(
+    claimed_path: str,
+    project_root: str,
+    kept: list[RunRecord],
+    rel_tol: float,
+    abs_tol: float,
+) -> tuple[dict[str, Any], MarkedTable | None, list[Finding]]:
+    shown = display_path(claimed_path, project_root)
+    claimed = read_claimed_table(claimed_path, shown)
+    section: dict[str, Any] = {
+        "present": claimed.present,
+        "path": shown,
+        "sha256": claimed.sha256,
+        "rows": 0,
+        "status_counts": {},
+    }
+    if claimed.rows is None:
+        return section, None, claimed.findings
+
+    summary = summarize_runs(record.to_dict() for record in kept)
+    marked = mark_claimed_rows(claimed.rows, summary, rel_tol=rel_tol, abs_tol=abs_tol)
+    section["rows"] = len(claimed.rows)
+    section["status_counts"] = marked.status_counts
+    return section, marked, claimed.findings
+
+
+def build_truth_document(
+    *,
+    host_tag: str,
+    project_root: str,
+    bench_list: BenchList,
+    scan: Scan,
+    kept: list[RunRecord],
+    superseded: list,
+    run_logs: RunLogIndex,
+    claimed_section: Mapping[str, Any],
+    marked: MarkedTable | None,
+    claimed_findings: list[Finding],
+    rel_tol: float,
+    abs_tol: float,
+) -> dict[str, Any]:
+    """Assemble the truth document from the results of every stage."""
+    excluded = [finding.to_dict() for finding in scan.excluded]
+    warnings = [
+        finding.to_dict()
+        for finding in (*bench_list.findings, *run_logs.warnings, *scan.warnings, *claimed_findings)
+    ]
+    dirs_excluded = sum(1 for summary in scan.bench_dirs if not summary["counted"])
+    phantom_rows = marked.phantom_rows if marked is not None else []
+    drifted_rows = marked.drifted_rows if marked is not None else []
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "benchtruth", "version": __version__},
+        "host_tag": host_tag,
+        "generated_at": generation_time(),
+        "inputs": {
+            "project_root": ".",
+            "bench_list": bench_list.path,
+            "bench_list_sha256": bench_list.sha256,
+            "claimed_table": claimed_section["path"],
+            "claimed_table_sha256": claimed_section["sha256"],
+        },
+        "parameters": {"rel_tol": rel_tol, "abs_tol": abs_tol},
+        "bench_dirs_count": len(scan.bench_dirs),
+        "real_run_count": len(kept),
+        "unique_combinations": len({record.key for record in kept}),
+        "phantom_rows_count": len(phantom_rows),
+        "drifted_rows_count": len(drifted_rows),
+        "counts": {
+            "bench_dirs_counted": len(scan.bench_dirs) - dirs_excluded,
+            "bench_dirs_excluded": dirs_excluded,
+            "results_seen": sum(summary["results"] for summary in scan.bench_dirs),
+            "results_excluded": sum(1 for f in scan.excluded if f.scope is Scope.RESULT),
+            "superseded_runs": len(superseded),
+            "excluded_by_code": dict(sorted(Counter(f["code"] for f in excluded).items())),
+        },
+        "bench_dirs": scan.bench_dirs,
+        "claimed_table": dict(claimed_section),
+        "phantom_rows": phantom_rows,
+        "drifted_rows": drifted_rows,
+        "excluded": excluded,
+        "superseded_runs": [entry.to_dict() for entry in superseded],
+        "warnings": warnings,
+        "metric_extraction_mapping": METRIC_EXTRACTION_MAPPING,
+        "real_runs": [record.to_dict() for record in kept],
+    }
+
+
+def _log_narrative(truth: Mapping[str, Any]) -> None:
+    """Tell the log what was counted, then what was left out and why."""
+    logger.info("host %s; bench list %s", truth["host_tag"], truth["inputs"]["bench_list"])
+    for summary in truth["bench_dirs"]:
+        if summary["counted"]:
+            logger.info(
+                "counted %s: %d results, %d real runs, %d results excluded",
+                summary["path"],
+                summary["results"],
+                summary["real_runs"],
+                summary["excluded_results"],
+            )
+    logger.info(
+        "counted %d real runs over %d combinations from %d of %d bench dirs",
+        truth["real_run_count"],
+        truth["unique_combinations"],
+        truth["counts"]["bench_dirs_counted"],
+        truth["bench_dirs_count"],
+    )
+
+    for entry in truth["excluded"]:
+        where = f"{entry['path']} {entry['item']}".strip()
+        logger.warning("left out %s: %s (%s)", where, entry["code"], entry["detail"])
+    for run in truth["superseded_runs"]:
+        logger.warning(
+            "left out %s:results[%d]: %s by %s",
+            run["metrics_path"],
+            run["result_index"],
+            run["code"],
+            run["superseded_by"],
+        )
+    for entry in truth["warnings"]:
+        where = f"{entry['path']} {entry['item']}".strip()
+        logger.warning("note %s: %s (%s)", where, entry["code"], entry["detail"])
+
+    claimed = truth["claimed_table"]
+    if not claimed["present"]:
+        logger.warning("no claimed table at %s: nothing to mark", claimed["path"])
+    for row in truth["phantom_rows"]:
+        key = "|".join(str(row["claimed"].get(field, "")) for field in KEY_FIELDS)
+        logger.warning("phantom claimed row %d (%s): %s", row["row"], key, row["reason"])
+    for row in truth["drifted_rows"]:
+        key = "|".join(str(value) for value in row["key"].values())
+        columns = ", ".join(cell["column"] for cell in row["cells"])
+        logger.warning("drifted claimed row %d (%s): %s differ", row["row"], key, columns)
+
+
+def run_audit(
+    host_tag: object = "4090",
+    bench_list: str = "bench_dirs_all.txt",
+    output_dir: str = "analysis",
+    paper_tables_dir: str | None = None,
+    project_root: str = ".",
+    allowed_host_tags: Iterable[object] = DEFAULT_HOST_TAGS,
+    rel_tol: float = DEFAULT_REL_TOL,
+    abs_tol: float = DEFAULT_ABS_TOL,
+) -> AuditResult:
+    """Audit the bench dirs of ``bench_list`` and write the evidence into ``output_dir``.
+
+    Parameters
+    ----------
+    host_tag:
+        The host that ran the benchmark; must be one of ``allowed_host_tags``.
+    bench_list:
+        The file listing the bench dirs, one a line, relative to ``project_root``.
+    output_dir:
+        Where the truth JSON, Markdown report, marked claimed table and log go.
+    paper_tables_dir:
+        The folder holding the claimed ``main_results.csv``; by default
+        ``paper_tables`` beside ``output_dir``.
+    project_root:
+        The folder that holds ``runs/``; every path in the evidence is relative to it.
+    rel_tol, abs_tol:
+        How far a claimed number may be from the recomputed one and still agree.
+
+    Returns
+    -------
+    AuditResult
+        The truth document and the paths written.
+
+    Raises
+    ------
+    ParameterError
+        For a bad host tag or path parameter, before anything is written.
+    BenchListError
+        When the bench list cannot be read at all, before anything is written.
+    """
+    host_tag = normalise_host_tag(host_tag, allowed_host_tags)
+    bench_list = normalise_path_parameter("bench_list", bench_list)
+    output_dir = normalise_path_parameter("output_dir", output_dir)
+    project_root = normalise_path_parameter("project_root", project_root)
+    if paper_tables_dir is None or paper_tables_dir == "":
+        paper_tables_dir = default_paper_tables_dir(output_dir)
+    paper_tables_dir = normalise_path_parameter("paper_tables_dir", paper_tables_dir)
+
+    with capture_audit_log() as log_lines:
+        listed = read_bench_list(bench_list, project_root)
+        logs_dir = os.path.join(os.path.dirname(bench_list), "logs")
+        run_logs = index_run_logs(logs_dir, project_root)
+        scan = scan_bench_dirs(listed.entries, run_logs)
+        kept, superseded = select_newest(scan.records)
+
+        claimed_path = os.path.join(paper_tables_dir, CLAIMED_TABLE_FILE)
+        claimed_section, marked, claimed_findings = _mark_claimed(
+            claimed_path, project_root, kept, rel_tol, abs_tol
+        )
+        truth = build_truth_document(
+            host_tag=host_tag,
+            project_root=project_root,
+            bench_list=listed,
+            scan=scan,
+            kept=kept,
+            superseded=superseded,
+            run_logs=run_logs,
+            claimed_section=claimed_section,
+            marked=marked,
+            claimed_findings=claimed_findings,
+            rel_tol=rel_tol,
+            abs_tol=abs_tol,
+        )
+        _log_narrative(truth)
+
+        # The marked copy goes first: once it exists, nothing of the claimed table is lost
+        # even if a later step (or 02) replaces the table itself.
+        marked_path = None
+        if marked is not None:
+            marked_path = os.path.join(output_dir, MARKED_CLAIMED_FILE)
+            atomic_write_text(
+                marked_path, frame_to_csv_text(marked.marked, list(marked.marked.columns))
+            )
+            logger.info("wrote %s", MARKED_CLAIMED_FILE)
+
+        truth_path = os.path.join(output_dir, TRUTH_FILE)
+        write_truth(truth_path, truth)
+        logger.info("wrote %s", TRUTH_FILE)
+
+        report_path = os.path.join(output_dir, REPORT_FILE)
+        atomic_write_text(report_path, render_report(truth))
+        logger.info("wrote %s", REPORT_FILE)
+
+    log_path = os.path.join(output_dir, "logs", f"benchmark_truthfulness_{host_tag}.log")
+    atomic_write_text(log_path, "\n".join(log_lines) + "\n")
+    return AuditResult(truth, truth_path, report_path, log_path, marked_path)
+
+
+def build_tables(
+    truthfulness_json: str,
+    output_dir: str,
+    host_tag: object = "4090",
+    allowed_host_tags: Iterable[object] = DEFAULT_HOST_TAGS,
+) -> dict[str, pd.DataFrame]:
+    """Write ``main_results.csv`` and ``efficiency.csv`` from a truth document alone.
+
+    A table of the same name that benchtruth did not write (the claimed one) is
+    kept beside it first, under a name that never overwrites an earlier kept copy.
+
+    Returns
+    -------
+    dict
+        The two frames, by file name.
+    """
+    host_tag = normalise_host_tag(host_tag, allowed_host_tags)
+    truthfulness_json = normalise_path_parameter("truthfulness_json", truthfulness_json)
+    output_dir = normalise_path_parameter("output_dir", output_dir)
+
+    with capture_audit_log() as log_lines:
+        truth = load_truth(truthfulness_json)
+        logger.info(
+            "host %s: building tables from %s (%d real runs, audited on host %s)",
+            host_tag,
+            os.path.basename(truthfulness_json),
+            len(truth["real_runs"]),
+            truth.get("host_tag"),
+        )
+        frames = write_tables(truth["real_runs"], output_dir)
+
+    log_path = os.path.join(output_dir, "logs", f"tables_{host_tag}.log")
+    atomic_write_text(log_path, "\n".join(log_lines) + "\n")
+    return frames

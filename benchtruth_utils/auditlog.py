@@ -1,0 +1,65 @@
+"""The per-host audit log: the package's log records of one run, kept and written as a file.
+
+The package only logs; this module catches what one audit logged so that it can be
+written atomically next to the other outputs. Lines carry no clock time, so that
+the same inputs give the same log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+PACKAGE_LOGGER = "benchtruth_utils"
+LINE_FORMAT = "%(levelname)-7s | %(module_name)s | %(message)s"
+
+
+class _ShortNameFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.module_name = record.name.rsplit(".", 1)[-1]
+        return True
+
+
+class _KeptLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.lines: list[str] = []
+        self.addFilter(_ShortNameFilter())
+        self.setFormatter(logging.Formatter(LINE_FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextlib.contextmanager
+def capture_audit_log() -> Iterator[list[str]]:
+    """Collect the package's INFO and higher records while the block runs.
+
+    Yields the list the formatted lines are appended to.
+    """
+    package_logger = logging.getLogger(PACKAGE_LOGGER)
+    handler = _KeptLines()
+    previous_level = package_logger.level
+    if package_logger.getEffectiveLevel() > logging.INFO:
+        package_logger.setLevel(logging.INFO)
+    package_logger.addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(previous_level)
+
+
+def configure_notebook_logging(level: int = logging.INFO) -> None:
+    """Show the package's log in a notebook or terminal; call once, from the first cell."""
+    handler = logging.StreamHandler()
+    handler.addFilter(_ShortNameFilter())
+    handler.setFormatter(logging.Formatter(LINE_FORMAT))
+    package_logger = logging.getLogger(PACKAGE_LOGGER)
+    package_logger.handlers = [
+        h for h in package_logger.handlers if not isinstance(h, logging.StreamHandler)
+    ]
+    package_logger.addHandler(handler)
+    package_logger.setLevel(level)
+    package_logger.propagate = False

@@ -1,0 +1,82 @@
+"""Writing outputs: atomically, into the output folder only, as strict JSON and safe CSV."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from typing import Any
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk, and
+    then replace the target in one rename.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write UTF-8 text with LF line ends atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def dumps_strict_json(document: Any) -> str:
+    """Serialise as strict JSON: a NaN or Infinity anywhere is a bug, so it raises."""
+    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_json(path: str, document: Any) -> None:
+    atomic_write_text(path, dumps_strict_json(document))
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(text: str) -> str:
+    """Prefix text that a spreadsheet would run as a formula with an apostrophe.
+
+    Text that reads as a number (``-0.5``, ``+1e3``) is left as it is: a spreadsheet
+    shows it as that number, and the table must not change any number.
+    """
+    if not text.startswith(_FORMULA_STARTS):
+        return text
+    try:
+        float(text)
+    except ValueError:
+        return "'" + text
+    return text
+
+
+def frame_to_csv_text(frame: pd.DataFrame, text_columns: list[str] | tuple[str, ...]) -> str:
+    """Render a frame as CSV: blanks for missing values, safe text cells, LF line ends."""
+    safe = frame.copy()
+    for column in text_columns:
+        if column in safe.columns:
+            safe[column] = safe[column].map(
+                lambda cell: neutralise_formula(cell) if isinstance(cell, str) else cell
+            )
+    return safe.to_csv(index=False, na_rep="", lineterminator="\n")
+
+
+def write_csv(path: str, frame: pd.DataFrame, text_columns: list[str] | tuple[str, ...]) -> None:
+    atomic_write_text(path, frame_to_csv_text(frame, text_columns))

@@ -1,0 +1,98 @@
+"""Checking and normalising the notebook parameters before anything is written."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+
+from .errors import ParameterError
+
+DEFAULT_HOST_TAGS = ("3090", "4090")
+
+_PLAIN_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+
+def normalise_host_tag(
+    host_tag: object, allowed_host_tags: Iterable[object] = DEFAULT_HOST_TAGS
+) -> str:
+    """Return the host tag as text, refusing anything that is not an allowed plain token.
+
+    Papermill passes ``-p host_tag 4090`` as the int 4090, hence the conversion. The
+    tag becomes part of file names, so it must not carry a path separator or ``..``.
+    """
+    if isinstance(host_tag, bool) or not isinstance(host_tag, (str, int)):
+        raise ParameterError("host_tag", host_tag, "text or a whole number such as 4090")
+
+    text = str(host_tag).strip()
+    allowed = [str(tag).strip() for tag in allowed_host_tags]
+    if not _PLAIN_TOKEN.match(text):
+        raise ParameterError("host_tag", host_tag, "a plain token of letters, digits, '_' or '-'")
+    if text not in allowed:
+        raise ParameterError("host_tag", host_tag, f"one of {allowed}")
+    return text
+
+
+def normalise_path_parameter(name: str, value: object) -> str:
+    """A path parameter as non-empty text (papermill may hand over other types)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ParameterError(name, value, "a non-empty path")
+    return value.strip()
+
+
+def default_paper_tables_dir(output_dir: str) -> str:
+    """The folder ``paper_tables`` beside ``output_dir``, as in the runner's per-stamp layout."""
+    parent = os.path.dirname(os.path.normpath(output_dir))
+    return os.path.join(parent, "paper_tables") if parent else "paper_tables"
+
+
+def audit_parameters(
+    host_tag: object,
+    bench_list: object,
+    output_dir: object,
+    paper_tables_dir: object,
+    project_root: object,
+    allowed_host_tags: object,
+) -> dict[str, object]:
+    """The 01 notebook's parameters, normalised: what :func:`run_audit` will really use.
+
+    Raises
+    ------
+    ParameterError
+        For any parameter the audit would refuse, before anything is written.
+    """
+    if isinstance(allowed_host_tags, (str, int)) or not isinstance(allowed_host_tags, Iterable):
+        raise ParameterError(
+            "allowed_host_tags", allowed_host_tags, "a list such as ['3090', '4090']"
+        )
+    allowed = [str(tag).strip() for tag in allowed_host_tags]
+    output_dir = normalise_path_parameter("output_dir", output_dir)
+    if paper_tables_dir is None or paper_tables_dir == "":
+        paper_tables_dir = default_paper_tables_dir(output_dir)
+
+    return {
+        "host_tag": normalise_host_tag(host_tag, allowed),
+        "bench_list": normalise_path_parameter("bench_list", bench_list),
+        "output_dir": output_dir,
+        "paper_tables_dir": normalise_path_parameter("paper_tables_dir", paper_tables_dir),
+        "project_root": normalise_path_parameter("project_root", project_root),
+        "allowed_host_tags": allowed,
+    }
+
+
+def tables_parameters(
+    host_tag: object,
+    truthfulness_json: object,
+    output_dir: object,
+    allowed_host_tags: object = DEFAULT_HOST_TAGS,
+) -> dict[str, object]:
+    """The 02 notebook's parameters, normalised: what :func:`build_tables` will really use."""
+    allowed = [str(tag).strip() for tag in allowed_host_tags]
+    return {
+        "host_tag": normalise_host_tag(host_tag, allowed),
+        "truthfulness_json": normalise_path_parameter("truthfulness_json", truthfulness_json),
+        "output_dir": normalise_path_parameter("output_dir", output_dir),
+        "allowed_host_tags": allowed,
+    }

@@ -1,0 +1,414 @@
+"""Turning parsed artifacts into run records: which results are real runs, and which are not.
+
+Pure functions over data: :mod:`benchtruth_utils.audit` reads the files and hands
+their parsed content here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .artifacts import CONFIG_FILE, METRICS_FILE, STATUS_RUN_FILE, Parsed
+from .findings import Finding, Reason, Scope
+
+KEY_FIELDS = ("exp_name", "backbone", "fusion_type", "module_variant", "use_edgar")
+TEXT_KEY_FIELDS = ("backbone", "fusion_type", "module_variant")
+QUALITY_METRICS = ("rmse", "mae", "mse", "r2")
+EFFICIENCY_METRICS = ("train_time_sec", "max_cuda_mem_mb")
+RUN_METRICS = QUALITY_METRICS + EFFICIENCY_METRICS
+
+TRUE_SPELLINGS = frozenset({"true", "1", "yes", "on"})
+FALSE_SPELLINGS = frozenset({"false", "0", "no", "off"})
+
+_STAMP_SUFFIX = re.compile(r"_\d{8}_\d{6}$")
+
+Key = tuple[str, str, str, str, bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One real run: its key, seed, metrics, and where every value came from."""
+
+    exp_name: str
+    backbone: str
+    fusion_type: str
+    module_variant: str
+    use_edgar: bool
+    seed: int
+    rmse: float | None
+    mae: float | None
+    mse: float | None
+    r2: float | None
+    train_time_sec: float | None
+    max_cuda_mem_mb: float | None
+    train_time_source: str | None
+    nonfinite_metrics: tuple[str, ...]
+    exp_name_source: str
+    use_edgar_source: str
+    run_dir: str
+    metrics_path: str
+    metrics_sha256: str
+    result_index: int
+    timestamp: str
+
+    @property
+    def key(self) -> Key:
+        return (self.exp_name, self.backbone, self.fusion_type, self.module_variant, self.use_edgar)
+
+    def to_dict(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record["nonfinite_metrics"] = list(self.nonfinite_metrics)
+        return record
+
+
+def parse_flag(value: Any) -> bool | None:
+    """Read a yes/no value written as a bool, 0/1, or true/false, yes/no, on/off in any case.
+
+    Returns None for anything else, which the caller reports instead of guessing.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return {0: False, 1: True}.get(value)
+    if isinstance(value, str):
+        spelled = value.strip().lower()
+        if spelled in TRUE_SPELLINGS:
+            return True
+        if spelled in FALSE_SPELLINGS:
+            return False
+    return None
+
+
+def exp_name_from_dir(dir_name: str) -> str:
+    """The experiment name a bench dir's name carries, without its ``_YYYYmmdd_HHMMSS`` stamp."""
+    return _STAMP_SUFFIX.sub("", dir_name)
+
+
+def _number(value: Any) -> tuple[float | None, str]:
+    """Classify a metric value as (number, "") or (None, "missing" / "nonfinite" / "bad")."""
+    if value is None:
+        return None, "missing"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, "bad"
+    number = float(value)
+    if not math.isfinite(number):
+        return None, "nonfinite"
+    return number, ""
+
+
+@dataclasses.dataclass
+class DirVerdict:
+    """Everything one bench dir contributed: real runs, exclusions and warnings."""
+
+    records: list[RunRecord]
+    excluded: list[Finding]
+    warnings: list[Finding]
+    results_count: int = 0
+    timestamp: str = ""
+
+
+def _dir_level_exclusion(
+    run_dir: str,
+    metrics: Parsed,
+    status_run: Parsed,
+) -> Finding | None:
+    """The first reason, if any, why no result of this dir can count."""
+    metrics_path = f"{run_dir}/{METRICS_FILE}"
+    status_path = f"{run_dir}/{STATUS_RUN_FILE}"
+
+    if status_run.present and status_run.reason is not None:
+        return Finding(status_run.reason, Scope.BENCH_DIR, status_path, status_run.detail)
+    if status_run.present:
+        verdict = status_run.value.get("status")
+        if verdict != "ok":
+            errors = status_run.value.get("errors")
+            detail = f"status is {verdict!r}, not 'ok'; errors: {errors!r}"
+            return Finding(Reason.STATUS_RUN_NOT_OK, Scope.BENCH_DIR, status_path, detail)
+
+    if metrics.reason is not None:
+        return Finding(metrics.reason, Scope.BENCH_DIR, metrics_path, metrics.detail)
+
+    document = metrics.value
+    if "status" not in document:
+        return Finding(
+            Reason.METRICS_STATUS_MISSING, Scope.BENCH_DIR, metrics_path, "no top-level 'status'"
+        )
+    if document["status"] != "success":
+        detail = (
+            f"status is {document['status']!r}, not 'success'; errors: {document.get('errors')!r}"
+        )
+        return Finding(Reason.METRICS_STATUS_NOT_SUCCESS, Scope.BENCH_DIR, metrics_path, detail)
+    if "results" not in document:
+        return Finding(
+            Reason.METRICS_RESULTS_MISSING, Scope.BENCH_DIR, metrics_path, "no 'results' list"
+        )
+    if not isinstance(document["results"], list):
+        found = type(document["results"]).__name__
+        return Finding(
+            Reason.METRICS_RESULTS_NOT_LIST,
+            Scope.BENCH_DIR,
+            metrics_path,
+            f"'results' is {found}, not a list",
+        )
+    if not document["results"]:
+        return Finding(
+            Reason.METRICS_NO_RESULTS,
+            Scope.BENCH_DIR,
+            metrics_path,
+            "status is 'success' but 'results' is empty",
+        )
+    return None
+
+
+def _resolve_exp_name(
+    run_dir: str,
+    metrics: Mapping[str, Any],
+    config: Mapping[str, Any] | None,
+) -> tuple[str | None, str, Finding | None]:
+    """exp_name from metrics.json, else the config, else the dir name; bad values are refused."""
+    candidates = [("metrics.json", metrics, f"{run_dir}/{METRICS_FILE}")]
+    if config is not None:
+        candidates.append(("resolved_config.yaml", config, f"{run_dir}/{CONFIG_FILE}"))
+
+    for source, document, path in candidates:
+        value = document.get("exp_name")
+        if value is None:
+            continue
+        if isinstance(value, str) and value.strip():
+            return value, source, None
+        detail = f"exp_name is {value!r}; expected non-empty text"
+        return None, source, Finding(Reason.EXP_NAME_UNREADABLE, Scope.BENCH_DIR, path, detail)
+
+    return exp_name_from_dir(run_dir.rsplit("/", 1)[-1]), "dir_name", None
+
+
+def _resolve_use_edgar(
+    result: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    config: Mapping[str, Any] | None,
+) -> tuple[bool | None, str, str]:
+    """use_edgar from the result, else metrics.json, else the config: (value, source, problem)."""
+    sources = [("result", result), ("metrics.json", metrics)]
+    if config is not None:
+        sources.append(("resolved_config.yaml", config))
+
+    for source, document in sources:
+        value = document.get("use_edgar")
+        if value is None:
+            continue
+        flag = parse_flag(value)
+        if flag is None:
+            return None, source, f"use_edgar in {source} is {value!r}; not a yes/no spelling"
+        return flag, source, ""
+    return None, "", "use_edgar is in neither the result, metrics.json nor resolved_config.yaml"
+
+
+def _key_text(result: Mapping[str, Any], field: str) -> tuple[str | None, Reason | None, str]:
+    """A key field as non-empty text, or the reason it is not one."""
+    value = result.get(field)
+    if field == "backbone" and (value is None or value == ""):
+        value = result.get("model")
+        field = "backbone (and model)"
+    if value is None:
+        return None, Reason.KEY_FIELD_MISSING, f"{field} is missing or null"
+    if not isinstance(value, str):
+        return None, Reason.KEY_FIELD_NOT_TEXT, f"{field} is {value!r}, not text"
+    if not value.strip():
+        return None, Reason.KEY_FIELD_MISSING, f"{field} is empty"
+    return value, None, ""
+
+
+def records_from_dir(
+    run_dir: str,
+    metrics: Parsed,
+    status_run: Parsed,
+    config: Parsed,
+    log_wall_seconds: float | None = None,
+) -> DirVerdict:
+    """Decide, result by result, which entries of one bench dir are real runs.
+
+    Parameters
+    ----------
+    run_dir:
+        The bench dir as the evidence shows it (relative to the project root).
+    metrics, status_run, config:
+        What :mod:`benchtruth_utils.artifacts` parsed from the dir's three files.
+    log_wall_seconds:
+        The dir's wall time from its run log, shared among its results when
+        metrics.json carries no timing.
+
+    Returns
+    -------
+    DirVerdict
+        Real runs in result order, plus every exclusion and warning.
+    """
+    verdict = DirVerdict(records=[], excluded=[], warnings=[])
+    metrics_path = f"{run_dir}/{METRICS_FILE}"
+
+    if config.present and config.reason is not None:
+        verdict.warnings.append(
+            Finding(config.reason, Scope.BENCH_DIR, f"{run_dir}/{CONFIG_FILE}", config.detail)
+        )
+    config_values = config.value if config.ok else None
+
+    exclusion = _dir_level_exclusion(run_dir, metrics, status_run)
+    if exclusion is not None:
+        verdict.excluded.append(exclusion)
+        return verdict
+
+    document = metrics.value
+    exp_name, exp_name_source, refusal = _resolve_exp_name(run_dir, document, config_values)
+    if refusal is not None:
+        verdict.excluded.append(refusal)
+        return verdict
+
+    results = document["results"]
+    timestamp = document.get("timestamp")
+    verdict.timestamp = timestamp if isinstance(timestamp, str) else ""
+    verdict.results_count = len(results)
+    time_share = log_wall_seconds / len(results) if log_wall_seconds is not None else None
+
+    for index, result in enumerate(results):
+        item = f"results[{index}]"
+
+        def exclude(code: Reason, detail: str, item: str = item) -> None:
+            verdict.excluded.append(Finding(code, Scope.RESULT, metrics_path, detail, item))
+
+        if not isinstance(result, dict):
+            exclude(Reason.RESULT_NOT_OBJECT, f"result is {type(result).__name__}, not an object")
+            continue
+        if "status" not in result or result["status"] is None:
+            exclude(Reason.RESULT_STATUS_MISSING, "no 'status'")
+            continue
+        if result["status"] != "success":
+            exclude(Reason.RESULT_STATUS_NOT_SUCCESS, f"status is {result['status']!r}")
+            continue
+
+        key_values: dict[str, str] = {}
+        problem: tuple[Reason, str] | None = None
+        for field in TEXT_KEY_FIELDS:
+            text, reason, detail = _key_text(result, field)
+            if reason is not None:
+                problem = (reason, detail)
+                break
+            key_values[field] = text
+        if problem is not None:
+            exclude(*problem)
+            continue
+
+        seed = result.get("seed")
+        if seed is None:
+            exclude(Reason.SEED_MISSING, "seed is missing or null")
+            continue
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            exclude(Reason.SEED_NOT_INTEGER, f"seed is {seed!r}, not an integer")
+            continue
+
+        use_edgar, use_edgar_source, edgar_problem = _resolve_use_edgar(
+            result, document, config_values
+        )
+        if use_edgar is None:
+            code = Reason.USE_EDGAR_UNREADABLE if use_edgar_source else Reason.USE_EDGAR_MISSING
+            exclude(code, edgar_problem)
+            continue
+
+        values: dict[str, float | None] = {}
+        nonfinite: list[str] = []
+        bad_metric = None
+        for name in QUALITY_METRICS:
+            number, kind = _number(result.get(name))
+            if kind == "bad":
+                bad_metric = f"{name} is {result.get(name)!r}, not a number"
+                break
+            if kind == "nonfinite":
+                nonfinite.append(name)
+            values[name] = number
+        if bad_metric is not None:
+            exclude(Reason.METRIC_NOT_NUMBER, bad_metric)
+            continue
+
+        for name in EFFICIENCY_METRICS:
+            number, kind = _number(result.get(name))
+            if kind == "bad":
+                verdict.warnings.append(
+                    Finding(
+                        Reason.EFFICIENCY_VALUE_NOT_NUMBER,
+                        Scope.RESULT,
+                        metrics_path,
+                        f"{name} is {result.get(name)!r}; treated as not logged",
+                        item,
+                    )
+                )
+            values[name] = number
+
+        train_time_source = "metrics.json" if values["train_time_sec"] is not None else None
+        if train_time_source is None and time_share is not None:
+            values["train_time_sec"] = time_share
+            train_time_source = "run_log"
+
+        verdict.records.append(
+            RunRecord(
+                exp_name=exp_name,
+                use_edgar=use_edgar,
+                seed=seed,
+                **key_values,
+                **values,
+                train_time_source=train_time_source,
+                nonfinite_metrics=tuple(nonfinite),
+                exp_name_source=exp_name_source,
+                use_edgar_source=use_edgar_source,
+                run_dir=run_dir,
+                metrics_path=metrics_path,
+                metrics_sha256=metrics.sha256,
+                result_index=index,
+                timestamp=verdict.timestamp,
+            )
+        )
+
+    return verdict
+
+
+@dataclasses.dataclass(frozen=True)
+class Superseded:
+    """A real run that a newer run of the same key and seed replaces."""
+
+    record: RunRecord
+    by_run_dir: str
+    by_result_index: int
+
+    def to_dict(self) -> dict[str, Any]:
+        entry = self.record.to_dict()
+        entry["code"] = Reason.SUPERSEDED_BY_NEWER.value
+        entry["superseded_by"] = f"{self.by_run_dir}/{METRICS_FILE}:results[{self.by_result_index}]"
+        return entry
+
+
+def _newness(record: RunRecord) -> tuple[str, str, int]:
+    return (record.timestamp, record.run_dir, record.result_index)
+
+
+def select_newest(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[Superseded]]:
+    """Keep the newest run of every (key, seed); list the others as superseded.
+
+    Newest means the latest metrics.json ``timestamp``, then the later dir name,
+    then the later position in ``results``. Both lists come back sorted by key and seed.
+    """
+    groups: dict[tuple[Key, int], list[RunRecord]] = {}
+    for record in records:
+        groups.setdefault((record.key, record.seed), []).append(record)
+
+    kept: list[RunRecord] = []
+    superseded: list[Superseded] = []
+    for group_key in sorted(groups):
+        ordered = sorted(groups[group_key], key=_newness)
+        newest = ordered[-1]
+        kept.append(newest)
+        superseded.extend(
+            Superseded(old, newest.run_dir, newest.result_index) for old in ordered[:-1]
+        )
+
+    return kept, superseded

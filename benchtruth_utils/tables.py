@@ -1,0 +1,200 @@
+"""The paper tables, built from the truth document's real runs and from nothing else."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from .outputs import atomic_write_bytes, frame_to_csv_text, write_json
+from .runs import EFFICIENCY_METRICS, KEY_FIELDS, QUALITY_METRICS
+
+logger = logging.getLogger(__name__)
+
+MAIN_RESULTS_COLUMNS = (
+    *KEY_FIELDS,
+    *(f"{metric}_mean" for metric in QUALITY_METRICS),
+    *(f"{metric}_std" for metric in QUALITY_METRICS),
+    "n_runs",
+    "note",
+)
+EFFICIENCY_COLUMNS = (*KEY_FIELDS, "metric_name", "metric_value", "note")
+TEXT_COLUMNS = ("exp_name", "backbone", "fusion_type", "module_variant", "metric_name", "note")
+
+MAIN_RESULTS_FILE = "main_results.csv"
+EFFICIENCY_FILE = "efficiency.csv"
+TABLES_MANIFEST_FILE = "benchtruth_tables_manifest.json"
+
+NOTE_TIMING_FROM_LOG = "estimated_from_run_log"
+NOTE_TIMING_NOT_LOGGED = "timing_not_logged"
+NOTE_CUDA_MEM_NOT_LOGGED = "cuda_mem_not_logged"
+
+
+def runs_frame(real_runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The real runs in long form: one row per run, missing values as NaN."""
+    columns = [*KEY_FIELDS, "seed", *QUALITY_METRICS, *EFFICIENCY_METRICS, "train_time_source"]
+    frame = pd.DataFrame([{name: run.get(name) for name in columns} for run in real_runs])
+    if frame.empty:
+        frame = pd.DataFrame(columns=columns)
+
+    for metric in (*QUALITY_METRICS, *EFFICIENCY_METRICS):
+        frame[metric] = pd.to_numeric(frame[metric], errors="coerce").astype("float64")
+    frame["use_edgar"] = frame["use_edgar"].astype(bool)
+    return frame
+
+
+def summarize_runs(real_runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per key: n_runs, and mean, sample std and count of finite values of every metric.
+
+    The std is taken with ddof 1 and is missing when fewer than two values exist.
+    """
+    runs = runs_frame(real_runs)
+    grouped = runs.groupby(list(KEY_FIELDS), sort=True, dropna=False)
+
+    summary = grouped.size().rename("n_runs").to_frame()
+    for metric in QUALITY_METRICS:
+        stats = grouped[metric].agg(["mean", "std", "count"])
+        summary[f"{metric}_mean"] = stats["mean"]
+        summary[f"{metric}_std"] = stats["std"]
+        summary[f"{metric}_count"] = stats["count"]
+    return summary.reset_index()
+
+
+def _shortfall_note(row: Mapping[str, Any]) -> str:
+    parts = [
+        f"{metric}: {int(row[f'{metric}_count'])} of {int(row['n_runs'])} runs finite"
+        for metric in QUALITY_METRICS
+        if row[f"{metric}_count"] < row["n_runs"]
+    ]
+    return "; ".join(parts)
+
+
+def main_results_frame(real_runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The main results table: one row per key, sorted by key, in the published column order."""
+    summary = summarize_runs(real_runs)
+    if summary.empty:
+        return pd.DataFrame(columns=list(MAIN_RESULTS_COLUMNS))
+
+    count_columns = [f"{metric}_count" for metric in QUALITY_METRICS]
+    summary["note"] = summary[["n_runs", *count_columns]].apply(_shortfall_note, axis=1)
+    summary["n_runs"] = summary["n_runs"].astype("int64")
+    return summary[list(MAIN_RESULTS_COLUMNS)]
+
+
+def efficiency_frame(real_runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The efficiency table in long form: train_time_sec and max_cuda_mem_mb for every key.
+
+    A value is the mean over the runs that have one; a blank value always has a note.
+    """
+    runs = runs_frame(real_runs)
+    rows = []
+    for key, group in runs.groupby(list(KEY_FIELDS), sort=True, dropna=False):
+        for metric in EFFICIENCY_METRICS:
+            values = group[metric].dropna()
+            value = float(values.mean()) if len(values) else None
+            rows.append(
+                {
+                    **dict(zip(KEY_FIELDS, key, strict=True)),
+                    "metric_name": metric,
+                    "metric_value": value,
+                    "note": _efficiency_note(metric, group),
+                }
+            )
+
+    return pd.DataFrame(rows, columns=list(EFFICIENCY_COLUMNS))
+
+
+def _efficiency_note(metric: str, group: pd.DataFrame) -> str:
+    have = int(group[metric].notna().sum())
+    total = len(group)
+
+    if metric == "max_cuda_mem_mb":
+        missing = NOTE_CUDA_MEM_NOT_LOGGED
+        from_log = 0
+    else:
+        missing = NOTE_TIMING_NOT_LOGGED
+        from_log = int((group["train_time_source"] == "run_log").sum())
+
+    notes = []
+    if from_log:
+        notes.append(
+            NOTE_TIMING_FROM_LOG
+            if from_log == total
+            else f"{NOTE_TIMING_FROM_LOG} ({from_log} of {total} runs)"
+        )
+    if have == 0:
+        notes.append(missing)
+    elif have < total:
+        notes.append(f"{missing} for {total - have} of {total} runs")
+    return "; ".join(notes)
+
+
+def _sha256_file(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _keep_foreign_copy(path: str, written_by_us: Mapping[str, str]) -> str | None:
+    """Keep a table we did not write (the claimed one) beside itself before replacing it.
+
+    The kept name carries the content's hash, so it can never overwrite an earlier
+    kept copy of different content; the same content is kept once.
+    """
+    digest = _sha256_file(path)
+    name = os.path.basename(path)
+    if digest is None or written_by_us.get(name) == digest:
+        return None
+
+    stem, suffix = os.path.splitext(path)
+    kept = f"{stem}.kept_{digest[:12]}{suffix}"
+    if not os.path.exists(kept):
+        with open(path, "rb") as handle:
+            atomic_write_bytes(kept, handle.read())
+    return kept
+
+
+def write_tables(real_runs: list[Mapping[str, Any]], output_dir: str) -> dict[str, pd.DataFrame]:
+    """Write main_results.csv and efficiency.csv into ``output_dir``; keep foreign tables first.
+
+    Returns the two frames by file name.
+    """
+    manifest_path = os.path.join(output_dir, TABLES_MANIFEST_FILE)
+    try:
+        with open(manifest_path, encoding="utf-8") as handle:
+            written_by_us = json.load(handle)
+    except (OSError, ValueError):
+        written_by_us = {}
+    if not isinstance(written_by_us, dict):
+        written_by_us = {}
+
+    frames = {
+        MAIN_RESULTS_FILE: main_results_frame(real_runs),
+        EFFICIENCY_FILE: efficiency_frame(real_runs),
+    }
+
+    manifest = {}
+    for name, frame in frames.items():
+        path = os.path.join(output_dir, name)
+        kept = _keep_foreign_copy(path, written_by_us) if os.path.exists(path) else None
+        if kept is not None:
+            logger.warning(
+                "%s was not written by benchtruth; kept it as %s before replacing it",
+                name,
+                os.path.basename(kept),
+            )
+
+        text = frame_to_csv_text(frame, TEXT_COLUMNS)
+        atomic_write_bytes(path, text.encode("utf-8"))
+        manifest[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        logger.info("wrote %s: %d rows", name, len(frame))
+
+    write_json(manifest_path, manifest)
+    return frames

@@ -1,0 +1,95 @@
+"""The truth document: the single source of truth that every table is built from."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import TruthFileError
+from .outputs import write_json
+
+SCHEMA_VERSION = 1
+KNOWN_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
+TRUTH_FILE = "benchmark_truthfulness.json"
+
+METRIC_EXTRACTION_MAPPING = {
+    "rmse": "metrics.json .results[].rmse",
+    "mae": "metrics.json .results[].mae",
+    "mse": "metrics.json .results[].mse",
+    "r2": "metrics.json .results[].r2",
+    "train_time_sec": (
+        "metrics.json .results[].train_time_sec; else the bench dir's run log "
+        "(<bench list folder>/logs/*.log whose 'Output:' line names the dir): "
+        "first to last timestamped line, divided by the dir's number of results"
+    ),
+    "max_cuda_mem_mb": "metrics.json .results[].max_cuda_mem_mb",
+    "seed": "metrics.json .results[].seed (an integer)",
+    "backbone": "metrics.json .results[].backbone; else .results[].model",
+    "fusion_type": "metrics.json .results[].fusion_type",
+    "module_variant": "metrics.json .results[].module_variant",
+    "exp_name": (
+        "metrics.json .exp_name; else configs/resolved_config.yaml exp_name; "
+        "else the bench dir name without its _YYYYmmdd_HHMMSS suffix"
+    ),
+    "use_edgar": (
+        "metrics.json .results[].use_edgar; else metrics.json .use_edgar; "
+        "else configs/resolved_config.yaml use_edgar"
+    ),
+}
+
+
+def generation_time() -> str:
+    """The one time an output carries: now in UTC, or ``SOURCE_DATE_EPOCH`` when set."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch.isdigit():
+        moment = dt.datetime.fromtimestamp(int(epoch), tz=dt.UTC)
+    else:
+        moment = dt.datetime.now(tz=dt.UTC).replace(microsecond=0)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_schema_version(document: Mapping[str, Any], shown: str) -> None:
+    """Refuse a truth document of a schema version this reader does not know."""
+    version = document.get("schema_version")
+    if version not in KNOWN_SCHEMA_VERSIONS:
+        known = ", ".join(str(known) for known in sorted(KNOWN_SCHEMA_VERSIONS))
+        raise TruthFileError(
+            shown,
+            f"schema_version {version!r} is not one this benchtruth reads ({known}); "
+            "use the benchtruth version that wrote it",
+        )
+
+
+def write_truth(path: str, document: Mapping[str, Any]) -> None:
+    """Write the truth document as strict JSON, atomically."""
+    write_json(path, document)
+
+
+def load_truth(path: str) -> dict[str, Any]:
+    """Load a truth document and refuse it when it is not one this version can read.
+
+    Raises
+    ------
+    TruthFileError
+        When the file is missing, not strict JSON, not an object, or of an unknown version.
+    """
+    shown = os.path.basename(path)
+
+    def refuse_constant(token: str) -> None:
+        raise ValueError(f"non-strict JSON token {token}")
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle, parse_constant=refuse_constant)
+    except FileNotFoundError as err:
+        raise TruthFileError(shown, "no such file; run 01_audit first") from err
+    except (OSError, ValueError) as err:
+        raise TruthFileError(shown, f"not a readable JSON document ({err})") from err
+
+    if not isinstance(document, dict):
+        raise TruthFileError(shown, "top level is not an object")
+    check_schema_version(document, shown)
+    return document
