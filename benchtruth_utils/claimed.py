@@ -90,19 +90,27 @@ def read_claimed_table(path: str, shown: str) -> ClaimedTable:
     except UnicodeDecodeError as err:
         return refuse(Reason.CLAIMED_TABLE_UNREADABLE, f"not UTF-8 text ({err.reason})")
 
-    header = next(csv.reader(io.StringIO(text)), [])
-    if not header:
-        return refuse(Reason.CLAIMED_TABLE_UNREADABLE, "no header line")
+    # The csv module, not pandas, splits the rows: pandas quietly turns surplus fields
+    # into an index and pads short rows, which would shift claimed values into wrong columns.
     try:
-        rows = pd.read_csv(
-            io.StringIO(text),
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-        )
-    except (pd.errors.ParserError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return refuse(Reason.CLAIMED_TABLE_UNREADABLE, f"not a readable CSV table ({first_line})")
+        records = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    except csv.Error as err:
+        return refuse(Reason.CLAIMED_TABLE_UNREADABLE, f"not a readable CSV table ({err})")
+    if not records:
+        return refuse(Reason.CLAIMED_TABLE_UNREADABLE, "no header line")
+
+    header, body = records[0], records[1:]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        detail = f"column names appear more than once: {', '.join(repeated)}"
+        return refuse(Reason.CLAIMED_TABLE_DUPLICATE_COLUMNS, detail)
+    ragged = [number for number, row in enumerate(body, start=1) if len(row) != len(header)]
+    if ragged:
+        shown_rows = ", ".join(str(number) for number in ragged[:10])
+        more = f" and {len(ragged) - 10} more" if len(ragged) > 10 else ""
+        detail = f"data rows {shown_rows}{more} do not have {len(header)} fields like the header"
+        return refuse(Reason.CLAIMED_TABLE_RAGGED_ROWS, detail)
+    rows = pd.DataFrame(body, columns=header, dtype=str)
 
     missing = [field for field in KEY_FIELDS if field not in header]
     findings = []

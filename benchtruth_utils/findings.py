@@ -79,6 +79,8 @@ class Reason(enum.StrEnum):
     CLAIMED_TABLE_MISSING = "claimed_table_missing"
     CLAIMED_TABLE_UNREADABLE = "claimed_table_unreadable"
     CLAIMED_KEY_COLUMNS_MISSING = "claimed_key_columns_missing"
+    CLAIMED_TABLE_DUPLICATE_COLUMNS = "claimed_table_duplicate_columns"
+    CLAIMED_TABLE_RAGGED_ROWS = "claimed_table_ragged_rows"
 
 
 @dataclasses.dataclass(frozen=True)

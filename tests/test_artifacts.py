@@ -1,0 +1,150 @@
+"""Reading metrics.json, STATUS_RUN.json, resolved_config.yaml and run logs."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import pytest
+
+from benchtruth_utils.artifacts import (
+    parse_run_log,
+    read_config,
+    read_metrics,
+    read_run_log,
+    read_status_run,
+)
+from benchtruth_utils.findings import Reason
+
+
+def _bench_dir(tmp_path, metrics=None, status=None, config=None):
+    if metrics is not None:
+        (tmp_path / "metrics.json").write_bytes(metrics)
+    if status is not None:
+        (tmp_path / "STATUS_RUN.json").write_bytes(status)
+    if config is not None:
+        (tmp_path / "configs").mkdir()
+        (tmp_path / "configs" / "resolved_config.yaml").write_bytes(config)
+    return str(tmp_path)
+
+
+def test_read_metrics_accepts_bare_nan_and_infinity_tokens(tmp_path):
+    payload = b'{"status": "success", "results": [{"r2": NaN, "mae": Infinity, "mse": -Infinity}]}'
+
+    parsed = read_metrics(_bench_dir(tmp_path, metrics=payload))
+
+    assert parsed.ok
+    [result] = parsed.value["results"]
+    assert math.isnan(result["r2"]) and result["mae"] == math.inf and result["mse"] == -math.inf
+    assert parsed.sha256 == hashlib.sha256(payload).hexdigest()
+
+
+def test_read_metrics_accepts_a_bom(tmp_path):
+    parsed = read_metrics(_bench_dir(tmp_path, metrics=b'\xef\xbb\xbf{"status": "success"}'))
+
+    assert parsed.value == {"status": "success"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "detail"),
+    [
+        (b"", Reason.METRICS_EMPTY, "file is empty"),
+        (b"  \n", Reason.METRICS_EMPTY, "file is empty"),
+        (b'{"status": "succ', Reason.METRICS_INVALID_JSON, "not valid JSON"),
+        (b'{"a": "\xff"}', Reason.METRICS_NOT_UTF8, "not UTF-8 text"),
+        (b"[1, 2]", Reason.METRICS_NOT_OBJECT, "top level is list"),
+        (b"null", Reason.METRICS_NOT_OBJECT, "top level is NoneType"),
+    ],
+)
+def test_read_metrics_bad_files_become_findings(tmp_path, payload, code, detail):
+    parsed = read_metrics(_bench_dir(tmp_path, metrics=payload))
+
+    assert parsed.reason is code
+    assert parsed.detail.startswith(detail)
+
+
+def test_read_metrics_missing_file(tmp_path):
+    parsed = read_metrics(str(tmp_path))
+
+    assert (parsed.reason, parsed.present) == (Reason.METRICS_MISSING, False)
+
+
+def test_read_metrics_a_directory_in_its_place_is_unreadable(tmp_path):
+    (tmp_path / "metrics.json").mkdir()
+
+    assert read_metrics(str(tmp_path)).reason is Reason.METRICS_UNREADABLE
+
+
+def test_read_metrics_over_the_size_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr("benchtruth_utils.artifacts.MAX_ARTIFACT_BYTES", 10)
+
+    parsed = read_metrics(_bench_dir(tmp_path, metrics=b'{"status": "success"}'))
+
+    assert parsed.reason is Reason.METRICS_TOO_LARGE
+
+
+def test_read_status_run_absent_is_not_a_finding(tmp_path):
+    parsed = read_status_run(str(tmp_path))
+
+    assert (parsed.present, parsed.reason) == (False, None)
+
+
+@pytest.mark.parametrize("payload", [b"{", b"[]", b"\xff"])
+def test_read_status_run_malformed(tmp_path, payload):
+    parsed = read_status_run(_bench_dir(tmp_path, status=payload))
+
+    assert parsed.reason is Reason.STATUS_RUN_UNREADABLE
+
+
+def test_read_config_uses_yaml_1_1_meanings(tmp_path):
+    parsed = read_config(_bench_dir(tmp_path, config=b"exp_name: main\nuse_edgar: off\n"))
+
+    assert parsed.value == {"exp_name": "main", "use_edgar": False}
+
+
+@pytest.mark.parametrize(
+    ("payload", "detail"),
+    [
+        (b"exp_name: [unclosed\n", "not valid YAML at line"),
+        (b"- a\n- b\n", "top level is list, not a mapping"),
+        (b"", "top level is NoneType, not a mapping"),
+        (b"a: !!python/object:os.system x\n", "not valid YAML"),
+    ],
+)
+def test_read_config_malformed(tmp_path, payload, detail):
+    parsed = read_config(_bench_dir(tmp_path, config=payload))
+
+    assert parsed.reason is Reason.CONFIG_UNREADABLE
+    assert parsed.detail.startswith(detail)
+
+
+def test_parse_run_log_finds_output_dir_and_wall_time():
+    text = (
+        "running index=0 name=main\n"
+        "2026-12-03 16:10:07,736 | INFO | Limit rows\n"
+        "not a log line\n"
+        "2026-12-03 16:10:46,334 | INFO | Output: runs/benchmarks/main_20261203_160959\n"
+        "exit=0\n"
+    )
+
+    run_log = parse_run_log(text)
+
+    assert run_log.output_dir == "runs/benchmarks/main_20261203_160959"
+    assert run_log.wall_seconds == pytest.approx(38.598)
+
+
+def test_parse_run_log_without_output_line_or_timestamps():
+    assert parse_run_log("exit=2\n").output_dir is None
+    assert parse_run_log("exit=2\n").wall_seconds is None
+    assert parse_run_log("2026-13-45 99:00:00,000 | INFO | Output: x\n").output_dir is None
+
+
+def test_read_run_log_on_a_real_log():
+    from conftest import REALRUNS
+
+    log = REALRUNS / "runs" / "orchestrator" / "20260129_073037" / "logs" / "run_0.log"
+
+    parsed = read_run_log(str(log))
+
+    assert parsed.value.output_dir == "runs/benchmarks/b11_v2_edgar_off_h14_sf0_20261203_160959"
+    assert parsed.value.wall_seconds == pytest.approx(38.598)

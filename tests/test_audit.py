@@ -1,0 +1,237 @@
+"""The audit from end to end as functions: refusals, evidence files, determinism, no leaks."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import statistics
+from pathlib import Path
+
+import pytest
+from conftest import CASES, REALRUNS, REPO_ROOT, all_case_dirs, audit_case
+
+from benchtruth_utils import BenchListError, ParameterError, TruthFileError, run_audit
+from benchtruth_utils.params import normalise_host_tag
+from benchtruth_utils.truth import load_truth
+
+
+def _tree_digest(root: Path) -> dict[str, tuple]:
+    digest = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        content = b"" if path.is_dir() or path.is_symlink() else path.read_bytes()
+        digest[str(path.relative_to(root))] = (
+            info.st_mode,
+            info.st_mtime_ns,
+            hashlib.sha256(content).hexdigest(),
+        )
+    return digest
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"), [(4090, "4090"), ("3090", "3090"), (" 4090 ", "4090")]
+)
+def test_normalise_host_tag_accepts_ints_and_text(given, expected):
+    assert normalise_host_tag(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["5090", "../4090", "4090/x", "", True, None, 4090.0, "a b"])
+def test_normalise_host_tag_refuses(bad):
+    with pytest.raises(ParameterError, match="host_tag"):
+        normalise_host_tag(bad)
+
+
+def test_run_audit_refuses_a_bad_host_tag_before_writing(tmp_path):
+    case = CASES / "single_seed_std"
+
+    with pytest.raises(ParameterError, match="one of"):
+        run_audit(
+            host_tag="5090",
+            bench_list=str(case / "runs/orchestrator/s1/bench_dirs_all.txt"),
+            output_dir=str(tmp_path / "out"),
+            project_root=str(case),
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_audit_refuses_a_missing_bench_list_before_writing(tmp_path):
+    with pytest.raises(BenchListError, match="no such file"):
+        run_audit(
+            bench_list=str(tmp_path / "nope.txt"),
+            output_dir=str(tmp_path / "out"),
+            project_root=str(tmp_path),
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_audit_without_a_claimed_table_still_writes_evidence(tmp_path):
+    result, _ = audit_case(CASES / "single_seed_std", tmp_path)
+
+    assert result.truth["claimed_table"]["present"] is False
+    assert result.marked_claimed_path is None
+    assert [w["code"] for w in result.truth["warnings"]] == ["claimed_table_missing"]
+    for name in ("benchmark_truthfulness.json", "benchmark_truthfulness.md"):
+        assert (tmp_path / "analysis" / name).is_file()
+    assert (tmp_path / "analysis" / "logs" / "benchmark_truthfulness_4090.log").is_file()
+
+
+def test_run_audit_marked_copy_keeps_claimed_rows_and_adds_verdicts(tmp_path):
+    audit_case(REALRUNS, tmp_path)
+
+    claimed_path = REALRUNS / "runs/orchestrator/20260129_073037/paper_tables/main_results.csv"
+    with open(claimed_path, newline="") as handle:
+        claimed = list(csv.reader(handle))
+    with open(tmp_path / "analysis" / "claimed_main_results_marked.csv", newline="") as handle:
+        marked = list(csv.reader(handle))
+
+    assert marked[0] == [*claimed[0], "truth_status", "truth_reason"]
+    assert [row[:-2] for row in marked[1:]] == claimed[1:]
+    statuses = [row[-2] for row in marked[1:]]
+    assert (statuses.count("backed"), statuses.count("drifted"), statuses.count("phantom")) == (
+        287,
+        1,
+        25,
+    )
+
+
+@pytest.mark.parametrize("case_dir", all_case_dirs(), ids=lambda path: path.name)
+def test_run_audit_outputs_carry_no_absolute_path(case_dir, tmp_path):
+    audit_case(case_dir, tmp_path / "out")
+
+    forbidden = [str(tmp_path), str(REPO_ROOT), "/root/", "/home/"]
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            assert not [word for word in forbidden if word in text], path
+
+
+def test_run_audit_leaves_the_inputs_untouched(tmp_path):
+    before = _tree_digest(REALRUNS)
+
+    audit_case(REALRUNS, tmp_path)
+
+    assert _tree_digest(REALRUNS) == before
+
+
+def test_run_audit_is_byte_identical_on_the_same_inputs(tmp_path):
+    audit_case(REALRUNS, tmp_path / "first")
+    audit_case(REALRUNS, tmp_path / "second")
+
+    first = {
+        p.relative_to(tmp_path / "first"): p.read_bytes()
+        for p in (tmp_path / "first").rglob("*")
+        if p.is_file()
+    }
+    second = {
+        p.relative_to(tmp_path / "second"): p.read_bytes()
+        for p in (tmp_path / "second").rglob("*")
+        if p.is_file()
+    }
+    assert first == second
+
+
+def test_run_audit_generated_at_is_the_only_varying_field(tmp_path, monkeypatch):
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    first, _ = audit_case(CASES / "nan_tokens", tmp_path / "a")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    second, _ = audit_case(CASES / "nan_tokens", tmp_path / "b")
+
+    assert second.truth["generated_at"] == "1970-01-01T00:00:00Z"
+    first.truth.pop("generated_at")
+    second.truth.pop("generated_at")
+    assert first.truth == second.truth
+
+
+def test_realruns_tables_match_an_independent_recomputation(tmp_path):
+    audit_case(REALRUNS, tmp_path)
+
+    # Recompute from the metrics.json files with the standard library only.
+    listed = (REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt").read_text().split()
+    values: dict[tuple, dict[str, list[float]]] = {}
+    for bench_dir in listed:
+        document = json.loads((REALRUNS / bench_dir / "metrics.json").read_text())
+        if document["status"] != "success":
+            continue
+        for result in document["results"]:
+            key = (
+                document["exp_name"],
+                result["backbone"],
+                result["fusion_type"],
+                result["module_variant"],
+                str(bool(document["use_edgar"])),
+            )
+            for metric in ("rmse", "mae", "mse", "r2"):
+                values.setdefault(key, {}).setdefault(metric, []).append(result[metric])
+
+    with open(tmp_path / "paper_tables" / "main_results.csv", newline="") as handle:
+        table = {
+            (
+                row["exp_name"],
+                row["backbone"],
+                row["fusion_type"],
+                row["module_variant"],
+                row["use_edgar"],
+            ): row
+            for row in csv.DictReader(handle)
+        }
+    assert sorted(table) == sorted(values)
+    for key, metrics in values.items():
+        row = table[key]
+        assert int(row["n_runs"]) == len(metrics["rmse"])
+        for metric, numbers in metrics.items():
+            assert float(row[f"{metric}_mean"]) == pytest.approx(
+                statistics.fmean(numbers), rel=1e-12
+            )
+            assert float(row[f"{metric}_std"]) == pytest.approx(statistics.stdev(numbers), rel=1e-9)
+
+
+def test_report_sections_come_in_reading_order(tmp_path):
+    result, _ = audit_case(REALRUNS, tmp_path)
+
+    report = Path(result.report_path).read_text()
+    headings = [line for line in report.splitlines() if line.startswith("## ")]
+    assert [heading.split(" (")[0] for heading in headings] == [
+        "## Inputs",
+        "## Counts",
+        "## Excluded, and why",
+        "## Phantom rows",
+        "## Drifted rows",
+        "## Superseded runs",
+        "## Warnings",
+        "## Where the tables will come from",
+    ]
+
+
+def test_audit_log_says_what_was_counted_before_what_was_left_out(tmp_path):
+    result, _ = audit_case(REALRUNS, tmp_path)
+
+    lines = Path(result.log_path).read_text().splitlines()
+    counted = [i for i, line in enumerate(lines) if "| counted " in line]
+    left_out = [i for i, line in enumerate(lines) if "| left out " in line]
+    assert len(counted) == 13 and len(left_out) == 1
+    assert max(counted) < min(left_out)
+    assert "status_run_not_ok" in lines[left_out[0]]
+
+
+def test_load_truth_refuses_unknown_schema_and_non_strict_json(tmp_path):
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps({"schema_version": 99}))
+    loose = tmp_path / "loose.json"
+    loose.write_text('{"schema_version": 1, "x": NaN}')
+
+    with pytest.raises(TruthFileError, match="schema_version 99 is not one this benchtruth reads"):
+        load_truth(str(future))
+    with pytest.raises(TruthFileError, match="non-strict JSON token NaN"):
+        load_truth(str(loose))
+    with pytest.raises(TruthFileError, match="run 01_audit first"):
+        load_truth(str(tmp_path / "missing.json"))
+
+
+def test_outputs_leave_no_temporary_files(tmp_path):
+    audit_case(CASES / "bool_spellings", tmp_path)
+
+    assert not [
+        name for _, _, files in os.walk(tmp_path) for name in files if name.endswith(".part")
+    ]
