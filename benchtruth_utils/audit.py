@@ -30,6 +30,8 @@ from .claimed import (
     mark_claimed_rows,
     read_claimed_table,
 )
+from .coverage import Plan, compare_plan, coverage_grid, find_inert_factors, plan_from_config
+from .figures import COVERAGE_HEATMAP_FILE, plot_coverage_heatmap, save_png
 from .findings import Finding, Reason, Scope
 from .outputs import atomic_write_text, frame_to_csv_text
 from .params import (
@@ -67,6 +69,7 @@ class AuditResult:
     report_path: str
     log_path: str
     marked_claimed_path: str | None
+    heatmap_path: str
 
     @property
     def real_runs(self) -> pd.DataFrame:
@@ -193,6 +196,10 @@ class Scan:
     excluded: list[Finding]
     warnings: list[Finding]
     bench_dirs: list[dict[str, Any]]
+    plans: dict[str, Plan] = dataclasses.field(default_factory=dict)
+    coverage: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    missing_runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    unplanned_runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def scan_bench_dirs(
@@ -221,13 +228,16 @@ def scan_bench_dirs(
             summary["code"] = unusable.code.value
             continue
 
+        config = read_config(entry.location)
         verdict = records_from_dir(
             entry.path,
             metrics=read_metrics(entry.location),
             status_run=read_status_run(entry.location),
-            config=read_config(entry.location),
+            config=config,
             log_wall_seconds=run_logs.wall_seconds.get(entry.path),
         )
+        plan = plan_from_config(config)
+        scan.plans[entry.path] = plan
         scan.records.extend(verdict.records)
         scan.excluded.extend(verdict.excluded)
         scan.warnings.extend(verdict.warnings)
@@ -238,6 +248,16 @@ def scan_bench_dirs(
         summary["results"] = verdict.results_count
         summary["real_runs"] = len(verdict.records)
         summary["excluded_results"] = len(verdict.excluded) - len(dir_exclusions)
+
+        # Coverage only means something for a dir whose results were read: an excluded
+        # dir's planned runs show as excluded in the grid, not as missing.
+        if summary["counted"]:
+            dir_coverage, missing, unplanned = compare_plan(
+                entry.path, plan, verdict.records, verdict.exp_name, verdict.use_edgar
+            )
+            scan.coverage.append(dir_coverage)
+            scan.missing_runs.extend(missing)
+            scan.unplanned_runs.extend(unplanned)
 
     return scan
 
@@ -290,6 +310,14 @@ def build_truth_document(
         for finding in (*bench_list.findings, *run_logs.warnings, *scan.warnings, *claimed_findings)
     ]
     dirs_excluded = sum(1 for summary in scan.bench_dirs if not summary["counted"])
+    inert_factors, inert_seeds, inert_summary = find_inert_factors(scan.records)
+    grid = coverage_grid(
+        scan.bench_dirs,
+        scan.plans,
+        kept,
+        [entry.record for entry in superseded],
+        excluded,
+    )
     phantom_rows = marked.phantom_rows if marked is not None else []
     drifted_rows = marked.drifted_rows if marked is not None else []
 
@@ -317,6 +345,9 @@ def build_truth_document(
             "results_seen": sum(summary["results"] for summary in scan.bench_dirs),
             "results_excluded": sum(1 for f in scan.excluded if f.scope is Scope.RESULT),
             "superseded_runs": len(superseded),
+            "missing_runs": len(scan.missing_runs),
+            "unplanned_runs": len(scan.unplanned_runs),
+            "inert_factor_findings": len(inert_factors),
             "excluded_by_code": dict(sorted(Counter(f["code"] for f in excluded).items())),
         },
         "bench_dirs": scan.bench_dirs,
@@ -326,6 +357,13 @@ def build_truth_document(
         "excluded": excluded,
         "superseded_runs": [entry.to_dict() for entry in superseded],
         "warnings": warnings,
+        "coverage": scan.coverage,
+        "missing_runs": scan.missing_runs,
+        "unplanned_runs": scan.unplanned_runs,
+        "inert_summary": inert_summary,
+        "inert_factors": inert_factors,
+        "inert_seeds": inert_seeds,
+        "coverage_grid": grid,
         "metric_extraction_mapping": METRIC_EXTRACTION_MAPPING,
         "real_runs": [record.to_dict() for record in kept],
     }
@@ -471,9 +509,13 @@ def run_audit(
         atomic_write_text(report_path, render_report(truth))
         logger.info("wrote %s", REPORT_FILE)
 
+        heatmap_path = os.path.join(output_dir, COVERAGE_HEATMAP_FILE)
+        save_png(plot_coverage_heatmap(truth["coverage_grid"]), heatmap_path)
+        logger.info("wrote %s", COVERAGE_HEATMAP_FILE)
+
     log_path = os.path.join(output_dir, "logs", f"benchmark_truthfulness_{host_tag}.log")
     atomic_write_text(log_path, "\n".join(log_lines) + "\n")
-    return AuditResult(truth, truth_path, report_path, log_path, marked_path)
+    return AuditResult(truth, truth_path, report_path, log_path, marked_path, heatmap_path)
 
 
 def build_tables(
@@ -505,7 +547,7 @@ def build_tables(
             len(truth["real_runs"]),
             truth.get("host_tag"),
         )
-        frames = write_tables(truth["real_runs"], output_dir)
+        frames = write_tables(truth["real_runs"], output_dir, truth.get("inert_factors", ()))
 
     log_path = os.path.join(output_dir, "logs", f"tables_{host_tag}.log")
     atomic_write_text(log_path, "\n".join(log_lines) + "\n")

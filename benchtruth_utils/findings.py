@@ -55,6 +55,10 @@ class Reason(enum.StrEnum):
     # resolved_config.yaml: only a fallback source, so unreadable is a warning.
     CONFIG_UNREADABLE = "config_unreadable"
 
+    # The planned matrix in resolved_config.yaml, for coverage.
+    PLAN_NOT_DECLARED = "plan_not_declared"
+    PLAN_UNREADABLE = "plan_unreadable"
+
     # One result inside metrics.json.
     RESULT_NOT_OBJECT = "result_not_object"
     RESULT_STATUS_MISSING = "result_status_missing"
@@ -89,7 +93,8 @@ class Finding:
 
     ``path`` is always relative to the project root (or a bench list line such as
     ``runs/orchestrator/s1/bench_dirs_all.txt:4``); ``item`` locates the finding
-    inside that file (``results[3]``), and ``detail`` says what was found.
+    inside that file (``results[3]``), ``detail`` says what was found, and ``run``
+    names the configuration and seed of an excluded result when they are readable.
     """
 
     code: Reason
@@ -97,6 +102,7 @@ class Finding:
     path: str
     detail: str
     item: str = ""
+    run: str = ""
 
     def to_dict(self) -> dict[str, str]:
         return {
@@ -104,5 +110,6 @@ class Finding:
             "scope": self.scope.value,
             "path": self.path,
             "item": self.item,
+            "run": self.run,
             "detail": self.detail,
         }

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .figures import COVERAGE_HEATMAP_FILE
 from .runs import KEY_FIELDS, QUALITY_METRICS
 
 
@@ -38,7 +39,7 @@ def render_report(truth: Mapping[str, Any]) -> str:
     """Render the truth document as Markdown.
 
     Order: inputs, counts, what was excluded and why, phantom rows, drifted rows,
-    superseded runs, warnings, and where the tables will come from.
+    superseded runs, coverage, inert factors, warnings, and where the tables will come from.
     """
     inputs = truth["inputs"]
     claimed = truth["claimed_table"]
@@ -167,6 +168,9 @@ def render_report(truth: Mapping[str, Any]) -> str:
     else:
         lines.append("No run was superseded.")
 
+    lines += _coverage_section(truth)
+    lines += _inert_section(truth)
+
     warnings = truth["warnings"]
     lines += ["", f"## Warnings ({len(warnings)})", ""]
     if warnings:
@@ -191,3 +195,75 @@ def render_report(truth: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _coverage_section(truth: Mapping[str, Any]) -> list[str]:
+    counts = truth["counts"]
+    lines = [
+        "",
+        f"## Coverage ({counts['missing_runs']} missing, {counts['unplanned_runs']} unplanned)",
+        "",
+        f"![coverage heatmap]({COVERAGE_HEATMAP_FILE})",
+        "",
+        "Planned runs come from each counted dir's `configs/resolved_config.yaml`.",
+        "",
+    ]
+    lines += md_table(
+        ["bench dir", "planned", "real", "missing", "unplanned", "plan"],
+        [
+            [
+                entry["bench_dir"],
+                entry["planned"] if entry["plan"] else "",
+                entry["real"],
+                entry["missing"] if entry["plan"] else "",
+                entry["unplanned"] if entry["plan"] else "",
+                entry["plan"] or f"{entry['plan_code']}: {entry['plan_detail']}",
+            ]
+            for entry in truth["coverage"]
+        ],
+    )
+    for title, runs in (("Missing", truth["missing_runs"]), ("Unplanned", truth["unplanned_runs"])):
+        if runs:
+            lines += ["", f"{title} runs:", ""]
+            lines += md_table(
+                ["bench dir", *KEY_FIELDS, "seed"],
+                [[run["bench_dir"], *_key_cells(run["key"]), run["seed"]] for run in runs],
+            )
+    return lines
+
+
+def _inert_section(truth: Mapping[str, Any]) -> list[str]:
+    lines = ["", f"## Inert factors ({len(truth['inert_summary'])} bench dirs)", ""]
+    if not truth["inert_factors"] and not truth["inert_seeds"]:
+        return [*lines, "Every factor changed the metrics."]
+
+    lines.append(
+        "Configurations that claim to differ but report bit-identical metrics: a table "
+        "built from them compares names, not models."
+    )
+    lines.append("")
+    lines += md_table(["bench dir", "summary"], sorted(truth["inert_summary"].items()))
+    lines.append("")
+    lines += md_table(
+        ["bench dir", "seed", "factor with no effect", "groups that collapse", "example group"],
+        [
+            [
+                finding["bench_dir"],
+                finding["seed"],
+                finding["factor"],
+                len(finding["configurations"]),
+                ", ".join("/".join(c.values()) for c in finding["configurations"][0]),
+            ]
+            for finding in truth["inert_factors"]
+        ],
+    )
+    if truth["inert_seeds"]:
+        lines += ["", "Seeds that changed nothing:", ""]
+        lines += md_table(
+            ["bench dir", "configuration", "seeds"],
+            [
+                [f["bench_dir"], "/".join(f["configuration"].values()), f["seeds"]]
+                for f in truth["inert_seeds"]
+            ],
+        )
+    return lines

@@ -83,6 +83,20 @@ def parse_flag(value: Any) -> bool | None:
     return None
 
 
+def cell_label(result: Any) -> str:
+    """``backbone/fusion_type/module_variant/seed`` of a result, as far as it can be read.
+
+    Used to place an excluded result in the coverage grid; blank when it cannot be placed.
+    """
+    if not isinstance(result, dict):
+        return ""
+    parts = [result.get("backbone") or result.get("model"), result.get("fusion_type")]
+    parts += [result.get("module_variant"), result.get("seed")]
+    if not all(isinstance(part, (str, int)) and not isinstance(part, bool) for part in parts):
+        return ""
+    return "/".join(str(part) for part in parts)
+
+
 def exp_name_from_dir(dir_name: str) -> str:
     """The experiment name a bench dir's name carries, without its ``_YYYYmmdd_HHMMSS`` stamp."""
     return _STAMP_SUFFIX.sub("", dir_name)
@@ -109,6 +123,8 @@ class DirVerdict:
     warnings: list[Finding]
     results_count: int = 0
     timestamp: str = ""
+    exp_name: str | None = None
+    use_edgar: bool | None = None
 
 
 def _dir_level_exclusion(
@@ -266,6 +282,9 @@ def records_from_dir(
         verdict.excluded.append(refusal)
         return verdict
 
+    verdict.exp_name = exp_name
+    verdict.use_edgar, _, _ = _resolve_use_edgar({}, document, config_values)
+
     results = document["results"]
     timestamp = document.get("timestamp")
     verdict.timestamp = timestamp if isinstance(timestamp, str) else ""
@@ -275,8 +294,9 @@ def records_from_dir(
     for index, result in enumerate(results):
         item = f"results[{index}]"
 
-        def exclude(code: Reason, detail: str, item: str = item) -> None:
-            verdict.excluded.append(Finding(code, Scope.RESULT, metrics_path, detail, item))
+        def exclude(code: Reason, detail: str, item: str = item, result: Any = result) -> None:
+            finding = Finding(code, Scope.RESULT, metrics_path, detail, item, cell_label(result))
+            verdict.excluded.append(finding)
 
         if not isinstance(result, dict):
             exclude(Reason.RESULT_NOT_OBJECT, f"result is {type(result).__name__}, not an object")

@@ -30,6 +30,8 @@ MAIN_RESULTS_FILE = "main_results.csv"
 EFFICIENCY_FILE = "efficiency.csv"
 TABLES_MANIFEST_FILE = "benchtruth_tables_manifest.json"
 
+INERT_FACTOR_ORDER = ("backbone", "fusion_type", "module_variant")
+
 NOTE_TIMING_FROM_LOG = "estimated_from_run_log"
 NOTE_TIMING_NOT_LOGGED = "timing_not_logged"
 NOTE_CUDA_MEM_NOT_LOGGED = "cuda_mem_not_logged"
@@ -74,14 +76,50 @@ def _shortfall_note(row: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def main_results_frame(real_runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """The main results table: one row per key, sorted by key, in the published column order."""
+def inert_factors_by_key(inert_factors: Iterable[Mapping[str, Any]]) -> dict[tuple, list[str]]:
+    """For every key in an inert-factor finding, the factors that had no effect on it."""
+    factors: dict[tuple, set[str]] = {}
+    for finding in inert_factors:
+        for group in finding["configurations"]:
+            for config in group:
+                key = (
+                    finding["exp_name"],
+                    config["backbone"],
+                    config["fusion_type"],
+                    config["module_variant"],
+                    finding["use_edgar"],
+                )
+                factors.setdefault(key, set()).add(finding["factor"])
+    return {key: [f for f in INERT_FACTOR_ORDER if f in found] for key, found in factors.items()}
+
+
+def _row_note(shortfall: str, inert: list[str]) -> str:
+    parts = [shortfall] if shortfall else []
+    if inert:
+        parts.append(f"warning: {', '.join(inert)} had no effect (bit-identical metrics)")
+    return "; ".join(parts)
+
+
+def main_results_frame(
+    real_runs: Iterable[Mapping[str, Any]],
+    inert_factors: Iterable[Mapping[str, Any]] = (),
+) -> pd.DataFrame:
+    """The main results table: one row per key, sorted by key, in the published column order.
+
+    ``note`` names the metrics with fewer finite values than ``n_runs`` and warns when
+    the row's configuration belongs to an inert-factor finding.
+    """
     summary = summarize_runs(real_runs)
     if summary.empty:
         return pd.DataFrame(columns=list(MAIN_RESULTS_COLUMNS))
 
     count_columns = [f"{metric}_count" for metric in QUALITY_METRICS]
-    summary["note"] = summary[["n_runs", *count_columns]].apply(_shortfall_note, axis=1)
+    notes = summary[["n_runs", *count_columns]].apply(_shortfall_note, axis=1)
+    inert = inert_factors_by_key(inert_factors)
+    keys = summary[list(KEY_FIELDS)].itertuples(index=False, name=None)
+    summary["note"] = [
+        _row_note(shortfall, inert.get(key, [])) for shortfall, key in zip(notes, keys, strict=True)
+    ]
     summary["n_runs"] = summary["n_runs"].astype("int64")
     return summary[list(MAIN_RESULTS_COLUMNS)]
 
@@ -161,7 +199,11 @@ def _keep_foreign_copy(path: str, written_by_us: Mapping[str, str]) -> str | Non
     return kept
 
 
-def write_tables(real_runs: list[Mapping[str, Any]], output_dir: str) -> dict[str, pd.DataFrame]:
+def write_tables(
+    real_runs: list[Mapping[str, Any]],
+    output_dir: str,
+    inert_factors: Iterable[Mapping[str, Any]] = (),
+) -> dict[str, pd.DataFrame]:
     """Write main_results.csv and efficiency.csv into ``output_dir``; keep foreign tables first.
 
     Returns the two frames by file name.
@@ -176,7 +218,7 @@ def write_tables(real_runs: list[Mapping[str, Any]], output_dir: str) -> dict[st
         written_by_us = {}
 
     frames = {
-        MAIN_RESULTS_FILE: main_results_frame(real_runs),
+        MAIN_RESULTS_FILE: main_results_frame(real_runs, inert_factors),
         EFFICIENCY_FILE: efficiency_frame(real_runs),
     }
 

@@ -83,8 +83,16 @@ def expected_view(truth: dict[str, Any], main_results: pd.DataFrame) -> dict[str
             stats[f"{metric}_std"] = _number_or_none(record[f"{metric}_std"])
         main[key_text(record)] = stats
 
+    missing: dict[str, list[str]] = {}
+    for entry in truth["missing_runs"]:
+        missing.setdefault(entry["bench_dir"], []).append(
+            f"{key_text(entry['key'])}|{entry['seed']}"
+        )
+
     claimed = truth["claimed_table"]
     return {
+        "inert": truth["inert_summary"],
+        "missing_runs": missing,
         "bench_dirs_count": truth["bench_dirs_count"],
         "claimed_rows": claimed["rows"] if claimed["present"] else None,
         "drifted_keys": sorted({key_text(row["key"]) for row in truth["drifted_rows"]}),

@@ -20,6 +20,8 @@ SIMPLE_FIELDS = (
     "claimed_rows",
     "drifted_keys",
     "excluded_dirs",
+    "inert",
+    "missing_runs",
     "phantom_keys",
     "phantom_rows_count",
     "real_run_count_all",

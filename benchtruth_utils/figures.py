@@ -1,0 +1,74 @@
+"""Figures drawn from a truth document: what they plot is data, tested as data."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+
+from .outputs import atomic_write_bytes
+
+COVERAGE_HEATMAP_FILE = "coverage_heatmap.png"
+
+# Cell letters of the coverage grid, in colour order; see coverage.GRID_LEGEND.
+GRID_STATES = (".", "R", "S", "X", "M")
+GRID_COLOURS = ("#f2f2f2", "#2e7d32", "#f9a825", "#c62828", "#6a1b9a")
+_MAX_LABELLED_COLUMNS = 120
+
+
+def coverage_matrix(grid: Mapping[str, Any]) -> tuple[np.ndarray, list[str], list[str]]:
+    """The coverage grid as a matrix of state indices (into ``GRID_STATES``), rows, columns."""
+    rows = [row["bench_dir"] for row in grid["rows"]]
+    matrix = np.array(
+        [[GRID_STATES.index(letter) for letter in row["cells"]] for row in grid["rows"]],
+        dtype=np.int8,
+    ).reshape(len(rows), len(grid["columns"]))
+    return matrix, rows, list(grid["columns"])
+
+
+def plot_coverage_heatmap(grid: Mapping[str, Any]) -> Figure:
+    """Bench dirs by configuration and seed, coloured real / superseded / excluded / missing."""
+    matrix, rows, columns = coverage_matrix(grid)
+    width = min(4 + 0.18 * len(columns), 40)
+    height = min(2 + 0.3 * len(rows), 40)
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+
+    axes.imshow(
+        matrix,
+        cmap=ListedColormap(GRID_COLOURS),
+        vmin=0,
+        vmax=len(GRID_STATES) - 1,
+        aspect="auto",
+        interpolation="nearest",
+    )
+    axes.set_yticks(range(len(rows)), labels=[row.rsplit("/", 1)[-1] for row in rows], fontsize=7)
+    if len(columns) <= _MAX_LABELLED_COLUMNS:
+        axes.set_xticks(range(len(columns)), labels=columns, fontsize=6, rotation=90)
+    else:
+        axes.set_xticks([])
+    axes.set_xlabel("configuration (backbone/fusion_type/module_variant/seed)")
+    axes.set_title("Coverage: which planned runs really ran")
+
+    legend = grid["legend"]
+    handles = [
+        axes.scatter([], [], marker="s", color=colour, label=legend[state])
+        for state, colour in zip(GRID_STATES, GRID_COLOURS, strict=True)
+        if state in legend
+    ]
+    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def save_png(figure: Figure, path: str) -> None:
+    """Write a figure as PNG atomically, without the software stamp, so reruns are identical."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    atomic_write_bytes(path, buffer.getvalue())
