@@ -1,0 +1,245 @@
+"""Coverage (planned vs real runs), inert factors, and drift, pinned on small trees."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from benchtruth_utils import build_tables, run_audit
+from benchtruth_utils.artifacts import Parsed
+from benchtruth_utils.coverage import plan_from_config
+
+STAMP = "20260101_000000"
+
+
+def metric_values(backbone, fusion, variant, seed):
+    """Distinct, exactly representable metrics for every configuration and seed."""
+    base = {"lstm": 1.0, "tcn": 2.0, "gru": 3.0}[backbone]
+    base += {"none": 0.0, "film": 0.25}[fusion] + {"base": 0.0, "nonstat": 0.125}[variant]
+    base += seed * 0.5
+    return {"rmse": base, "mae": base / 2, "mse": base * base, "r2": 1 - base / 10}
+
+
+def write_tree(root, results, plan=None, claimed=None):
+    """One bench dir under ``root`` with ``results`` and an optional plan and claimed table."""
+    bench = root / "runs" / "benchmarks" / f"main_{STAMP}"
+    (bench / "configs").mkdir(parents=True)
+    config = {"exp_name": "main", "use_edgar": False, **(plan or {})}
+    (bench / "configs" / "resolved_config.yaml").write_text(yaml.safe_dump(config))
+    (bench / "STATUS_RUN.json").write_text(json.dumps({"status": "ok"}))
+    document = {
+        "exp_name": "main",
+        "timestamp": STAMP,
+        "status": "success",
+        "use_edgar": False,
+        "results": [{**result, "status": "success"} for result in results],
+    }
+    (bench / "metrics.json").write_text(json.dumps(document))
+
+    stamp_dir = root / "runs" / "orchestrator" / "s1"
+    stamp_dir.mkdir(parents=True)
+    (stamp_dir / "bench_dirs_all.txt").write_text(f"runs/benchmarks/main_{STAMP}\n")
+    if claimed is not None:
+        (stamp_dir / "paper_tables").mkdir()
+        (stamp_dir / "paper_tables" / "main_results.csv").write_text(claimed)
+    return stamp_dir
+
+
+def result(backbone, fusion="none", variant="base", seed=0, **metrics):
+    values = metric_values(backbone, fusion, variant, seed)
+    values.update(metrics)
+    return {
+        "backbone": backbone,
+        "model": backbone,
+        "fusion_type": fusion,
+        "module_variant": variant,
+        "seed": seed,
+        **values,
+    }
+
+
+def audit(root, stamp_dir, tmp_path):
+    out = tmp_path / "out"
+    audited = run_audit(
+        bench_list=str(stamp_dir / "bench_dirs_all.txt"),
+        output_dir=str(out / "analysis"),
+        paper_tables_dir=str(stamp_dir / "paper_tables"),
+        project_root=str(root),
+    )
+    frames = build_tables(audited.truth_path, str(out / "paper_tables"))
+    return audited.truth, frames
+
+
+PLAN = {"models": ["lstm", "tcn"], "fusion_types": ["none"], "module_variants": ["base"]}
+
+
+def test_a_clean_benchmark_has_no_finding_at_all(tmp_path):
+    results = [result(b, seed=s) for b in ("lstm", "tcn") for s in (0, 1)]
+    claimed = "exp_name,backbone,fusion_type,module_variant,use_edgar,rmse_mean,rmse_std,n_runs\n"
+    claimed += "main,lstm,none,base,False,1.25,0.3535533905932738,2\n"
+    claimed += "main,tcn,none,base,False,2.25,0.3535533905932738,2\n"
+    stamp_dir = write_tree(tmp_path / "p", results, {**PLAN, "seeds": [0, 1]}, claimed)
+
+    truth, frames = audit(tmp_path / "p", stamp_dir, tmp_path)
+
+    assert truth["claimed_table"]["status_counts"] == {"backed": 2, "drifted": 0, "phantom": 0}
+    for field in ("excluded", "superseded_runs", "warnings", "phantom_rows", "drifted_rows"):
+        assert truth[field] == [], field
+    for field in ("missing_runs", "unplanned_runs", "inert_factors", "inert_seeds"):
+        assert truth[field] == [], field
+    assert truth["inert_summary"] == {}
+    assert truth["coverage"][0]["planned"] == truth["coverage"][0]["real"] == 4
+    assert truth["coverage_grid"]["rows"] == [
+        {"bench_dir": f"runs/benchmarks/main_{STAMP}", "cells": "RRRR"}
+    ]
+    assert list(frames["main_results.csv"]["note"]) == ["", ""]
+
+
+def test_missing_and_unplanned_runs_are_listed_exactly(tmp_path):
+    results = [result("lstm", seed=0), result("lstm", seed=1), result("tcn"), result("gru")]
+    stamp_dir = write_tree(tmp_path / "p", results, {**PLAN, "seeds": [0, 1]})
+
+    truth, _ = audit(tmp_path / "p", stamp_dir, tmp_path)
+
+    key = {"exp_name": "main", "fusion_type": "none", "module_variant": "base", "use_edgar": False}
+    bench_dir = f"runs/benchmarks/main_{STAMP}"
+    assert truth["missing_runs"] == [
+        {"bench_dir": bench_dir, "key": {**key, "backbone": "tcn"}, "seed": 1}
+    ]
+    assert truth["unplanned_runs"] == [
+        {"bench_dir": bench_dir, "key": {**key, "backbone": "gru"}, "seed": 0}
+    ]
+    assert truth["coverage_grid"]["columns"] == [
+        "gru/none/base/0",
+        "lstm/none/base/0",
+        "lstm/none/base/1",
+        "tcn/none/base/0",
+        "tcn/none/base/1",
+    ]
+    assert truth["coverage_grid"]["rows"][0]["cells"] == "RRRRM"
+
+
+@pytest.mark.parametrize(
+    ("config", "code", "detail"),
+    [
+        (Parsed(present=False), "plan_not_declared", "no configs/resolved_config.yaml"),
+        (
+            Parsed(value={"models": ["a"]}),
+            "plan_not_declared",
+            "the config has no 'fusion_types' list",
+        ),
+        (
+            Parsed(value={**PLAN, "models": "lstm", "seeds": [0]}),
+            "plan_unreadable",
+            "'models' is not a non-empty list",
+        ),
+        (
+            Parsed(value={**PLAN, "seeds": ["0"]}),
+            "plan_unreadable",
+            "'seeds' holds values that are not integers",
+        ),
+    ],
+)
+def test_plan_from_config_gives_a_reason_not_a_guess(config, code, detail):
+    plan = plan_from_config(config)
+
+    assert (plan.cells, plan.reason.value, plan.detail) == ((), code, detail)
+
+
+def test_inert_fusion_type_is_named_with_its_groups(tmp_path):
+    results = []
+    for backbone in ("lstm", "tcn"):
+        for seed in (0, 1):
+            for fusion in ("none", "film"):
+                # The fusion type changes nothing: same metrics as fusion "none".
+                results.append(
+                    result(
+                        backbone, fusion, seed=seed, **metric_values(backbone, "none", "base", seed)
+                    )
+                )
+    stamp_dir = write_tree(tmp_path / "p", results)
+
+    truth, frames = audit(tmp_path / "p", stamp_dir, tmp_path)
+
+    bench_dir = f"runs/benchmarks/main_{STAMP}"
+    assert truth["inert_summary"] == {bench_dir: "no effect: fusion_type"}
+    assert truth["inert_factors"] == [
+        {
+            "bench_dir": bench_dir,
+            "exp_name": "main",
+            "use_edgar": False,
+            "seed": "all seeds",
+            "factor": "fusion_type",
+            "configurations": [
+                [
+                    {"backbone": "lstm", "fusion_type": "film", "module_variant": "base"},
+                    {"backbone": "lstm", "fusion_type": "none", "module_variant": "base"},
+                ],
+                [
+                    {"backbone": "tcn", "fusion_type": "film", "module_variant": "base"},
+                    {"backbone": "tcn", "fusion_type": "none", "module_variant": "base"},
+                ],
+            ],
+        }
+    ]
+    assert truth["inert_seeds"] == []
+    notes = set(frames["main_results.csv"]["note"])
+    assert notes == {"warning: fusion_type had no effect (bit-identical metrics)"}
+
+
+def test_a_factor_inert_for_one_seed_only_names_that_seed(tmp_path):
+    results = [
+        result("lstm", seed=0),
+        result("tcn", seed=0, **metric_values("lstm", "none", "base", 0)),
+        result("lstm", seed=1),
+        result("tcn", seed=1),
+    ]
+    stamp_dir = write_tree(tmp_path / "p", results)
+
+    truth, _ = audit(tmp_path / "p", stamp_dir, tmp_path)
+
+    assert [(f["factor"], f["seed"]) for f in truth["inert_factors"]] == [("backbone", 0)]
+
+
+def test_identical_metrics_across_seeds_is_a_seed_finding(tmp_path):
+    same = metric_values("lstm", "none", "base", 0)
+    results = [
+        result("lstm", seed=0),
+        result("lstm", seed=1, **same),
+        result("tcn", seed=0),
+        result("tcn", seed=1),
+    ]
+    stamp_dir = write_tree(tmp_path / "p", results)
+
+    truth, _ = audit(tmp_path / "p", stamp_dir, tmp_path)
+
+    assert truth["inert_factors"] == []
+    assert truth["inert_seeds"] == [
+        {
+            "bench_dir": f"runs/benchmarks/main_{STAMP}",
+            "exp_name": "main",
+            "use_edgar": False,
+            "configuration": {"backbone": "lstm", "fusion_type": "none", "module_variant": "base"},
+            "seeds": [0, 1],
+            "finding": "bit-identical metrics across seeds: the seed was not used",
+        }
+    ]
+
+
+def test_drift_lists_each_differing_cell_with_claimed_true_and_difference(tmp_path):
+    results = [result("lstm", seed=0), result("lstm", seed=1)]
+    claimed = "exp_name,backbone,fusion_type,module_variant,use_edgar,rmse_mean,mae_std,n_runs\n"
+    claimed += "main,lstm,none,base,False,1.5,,3\n"
+    stamp_dir = write_tree(tmp_path / "p", results, claimed=claimed)
+
+    truth, _ = audit(tmp_path / "p", stamp_dir, tmp_path)
+
+    [drifted] = truth["drifted_rows"]
+    assert drifted["row"] == 1
+    assert drifted["cells"] == [
+        {"column": "rmse_mean", "claimed": "1.5", "true": 1.25, "difference": -0.25},
+        {"column": "mae_std", "claimed": "", "true": 0.1767766952966369, "difference": None},
+        {"column": "n_runs", "claimed": "3", "true": 2, "difference": -1.0},
+    ]
