@@ -39,10 +39,12 @@ audit: venv ## audit the bundled example (HOST, BENCH_LIST, PROJECT_ROOT, CLAIME
 		-p output_dir $(OUT)/paper_tables
 	@echo "audit of $(BENCH_LIST) for host $(HOST) written to $(OUT)/"
 
-test: venv ## run ruff and the test suite
+test: lint ## run ruff, then the test suite (what CI runs)
+	$(BIN)/python -m pytest
+
+lint: venv ## ruff: lint and format check of the package, tests and notebooks
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import glob
+import json
 import logging
 import os
 import stat
@@ -22,7 +23,7 @@ import pandas as pd
 from . import __version__
 from .artifacts import read_config, read_metrics, read_run_log, read_status_run
 from .auditlog import capture_audit_log
-from .benchlist import BenchEntry, BenchList, read_bench_list
+from .benchlist import BenchEntry, BenchList, find_unlisted_dirs, read_bench_list
 from .claimed import (
     DEFAULT_ABS_TOL,
     DEFAULT_REL_TOL,
@@ -43,7 +44,7 @@ from .params import (
 from .paths import display_path, lexical_relative
 from .report import render_report
 from .runs import KEY_FIELDS, RunRecord, records_from_dir, select_newest
-from .tables import summarize_runs, write_tables
+from .tables import summarize_runs, write_tables, written_by_benchtruth
 from .truth import (
     METRIC_EXTRACTION_MAPPING,
     SCHEMA_VERSION,
@@ -269,8 +270,30 @@ def _mark_claimed(
     rel_tol: float,
     abs_tol: float,
 ) -> tuple[dict[str, Any], MarkedTable | None, list[Finding]]:
+    # In the runner's layout 02 rebuilds main_results.csv where the claimed table was; a
+    # later audit (the other host, a rerun) must audit the claimed table it replaced, not
+    # benchtruth's own output.
+    notes: list[Finding] = []
+    ours, kept_claimed = written_by_benchtruth(claimed_path)
+    if ours:
+        shown_ours = display_path(claimed_path, project_root)
+        if kept_claimed is not None and os.path.isfile(kept_claimed):
+            detail = (
+                "written by benchtruth 02_tables; auditing the claimed table it replaced, "
+                f"kept as {os.path.basename(kept_claimed)}"
+            )
+            claimed_path = kept_claimed
+        else:
+            detail = "written by benchtruth 02_tables, and no kept claimed table is recorded"
+        notes.append(
+            Finding(
+                Reason.CLAIMED_TABLE_WRITTEN_BY_BENCHTRUTH, Scope.CLAIMED_TABLE, shown_ours, detail
+            )
+        )
+
     shown = display_path(claimed_path, project_root)
     claimed = read_claimed_table(claimed_path, shown)
+    claimed.findings[:0] = notes
     section: dict[str, Any] = {
         "present": claimed.present,
         "path": shown,
@@ -416,6 +439,21 @@ def _log_narrative(truth: Mapping[str, Any]) -> None:
         logger.warning("drifted claimed row %d (%s): %s differ", row["row"], key, columns)
 
 
+def _warn_other_host(truth_path: str, host_tag: str) -> None:
+    """Say so when this audit replaces the evidence another host left in the same folder."""
+    try:
+        with open(truth_path, encoding="utf-8") as handle:
+            previous_host = json.load(handle).get("host_tag")
+    except (OSError, ValueError, AttributeError):
+        return
+    if previous_host not in (None, host_tag):
+        logger.warning(
+            "replacing the truth file of host %s in this output_dir; give each host its own "
+            "output_dir to keep both",
+            previous_host,
+        )
+
+
 def run_audit(
     host_tag: object = "4090",
     bench_list: str = "bench_dirs_all.txt",
@@ -469,6 +507,7 @@ def run_audit(
         logs_dir = os.path.join(os.path.dirname(bench_list), "logs")
         run_logs = index_run_logs(logs_dir, project_root)
         scan = scan_bench_dirs(listed.entries, run_logs)
+        listed.findings.extend(find_unlisted_dirs(listed.entries, project_root))
         kept, superseded = select_newest(scan.records)
 
         claimed_path = os.path.join(paper_tables_dir, CLAIMED_TABLE_FILE)
@@ -502,6 +541,7 @@ def run_audit(
             logger.info("wrote %s", MARKED_CLAIMED_FILE)
 
         truth_path = os.path.join(output_dir, TRUTH_FILE)
+        _warn_other_host(truth_path, host_tag)
         write_truth(truth_path, truth)
         logger.info("wrote %s", TRUTH_FILE)
 

@@ -156,3 +156,36 @@ def read_bench_list(bench_list: str, project_root: str) -> BenchList:
         len(entries),
     )
     return BenchList(shown, digest, entries, findings)
+
+
+def find_unlisted_dirs(entries: list[BenchEntry], project_root: str) -> list[Finding]:
+    """Bench dirs beside the listed ones that the bench list does not name.
+
+    A run on disk that is left out of the list is not counted, and that is right; but
+    a claimed table built by globbing may contain it, and this says where it came from.
+    """
+    listed = {_identity(entry.location) for entry in entries}
+    parents = sorted({os.path.dirname(entry.location) for entry in entries if entry.inside_root})
+
+    findings = []
+    for parent in parents:
+        try:
+            names = sorted(os.listdir(parent))
+        except OSError:
+            continue
+        for name in names:
+            location = os.path.join(parent, name)
+            if _identity(location) in listed or not os.path.isfile(
+                os.path.join(location, "metrics.json")
+            ):
+                continue
+            findings.append(
+                Finding(
+                    Reason.BENCH_DIR_NOT_LISTED,
+                    Scope.BENCH_LIST,
+                    display_path(location, project_root),
+                    "holds a metrics.json beside the listed dirs but is not in the bench list; "
+                    "its runs are not counted (a globbing table builder would have used them)",
+                )
+            )
+    return findings

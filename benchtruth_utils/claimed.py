@@ -223,13 +223,14 @@ def mark_claimed_rows(
         tuple(row[field] for field in KEY_FIELDS): row
         for row in truth_summary.to_dict(orient="records")
     }
+    known_exp_names = {key[0] for key in truth_by_key}
     has_keys = all(field in claimed_rows.columns for field in KEY_FIELDS)
 
     statuses, reasons = [], []
     phantom_rows, drifted_rows = [], []
     for position, claimed in enumerate(claimed_rows.to_dict(orient="records"), start=1):
         status, reason, key, differing = _mark_row(
-            claimed, has_keys, truth_by_key, rel_tol, abs_tol
+            claimed, has_keys, truth_by_key, known_exp_names, rel_tol, abs_tol
         )
         statuses.append(status)
         reasons.append(reason)
@@ -255,6 +256,7 @@ def _mark_row(
     claimed: Mapping[str, str],
     has_keys: bool,
     truth_by_key: Mapping[tuple, Mapping[str, Any]],
+    known_exp_names: set[str],
     rel_tol: float,
     abs_tol: float,
 ) -> tuple[str, str, dict[str, Any] | None, list[dict[str, Any]]]:
@@ -275,7 +277,12 @@ def _mark_row(
     key["use_edgar"] = use_edgar
     truth = truth_by_key.get(tuple(key[field] for field in KEY_FIELDS))
     if truth is None:
-        return STATUS_PHANTOM, f"{REASON_NO_REAL_RUN}: no real run has this key", key, []
+        why = (
+            "its exp_name has real runs, but none of this configuration"
+            if key["exp_name"] in known_exp_names
+            else "no real run of this exp_name at all"
+        )
+        return STATUS_PHANTOM, f"{REASON_NO_REAL_RUN}: {why}", key, []
 
     differing = compare_cells(claimed, truth, rel_tol, abs_tol)
     if differing:

@@ -28,6 +28,7 @@ class Reason(enum.StrEnum):
     BENCH_LIST_EMPTY = "bench_list_empty"
     BENCH_LIST_NOT_TEXT = "bench_list_not_text"
     BENCH_DIR_LISTED_AGAIN = "bench_dir_listed_again"
+    BENCH_DIR_NOT_LISTED = "bench_dir_not_listed"
     BENCH_DIR_MISSING = "bench_dir_missing"
     BENCH_DIR_NOT_A_DIRECTORY = "bench_dir_not_a_directory"
     BENCH_DIR_OUTSIDE_ROOT = "bench_dir_outside_project_root"
@@ -81,6 +82,7 @@ class Reason(enum.StrEnum):
 
     # The claimed table.
     CLAIMED_TABLE_MISSING = "claimed_table_missing"
+    CLAIMED_TABLE_WRITTEN_BY_BENCHTRUTH = "claimed_table_written_by_benchtruth"
     CLAIMED_TABLE_UNREADABLE = "claimed_table_unreadable"
     CLAIMED_KEY_COLUMNS_MISSING = "claimed_key_columns_missing"
     CLAIMED_TABLE_DUPLICATE_COLUMNS = "claimed_table_duplicate_columns"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-OUTSIDE_ROOT = "<outside project root>"
+OUTSIDE_ROOT = "[outside project root]"
 
 
 def lexical_relative(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -180,7 +181,40 @@ def _sha256_file(path: str) -> str | None:
         return None
 
 
-def _keep_foreign_copy(path: str, written_by_us: Mapping[str, str]) -> str | None:
+def read_tables_manifest(folder: str) -> dict[str, dict[str, str]]:
+    """What benchtruth wrote into a tables folder before: ``written`` hashes, ``kept`` copies.
+
+    ``written`` maps a table name to the sha256 of the file benchtruth wrote; ``kept``
+    maps it to the file that keeps the foreign table (the claimed one) it replaced.
+    A missing or damaged manifest reads as empty: every table then counts as foreign.
+    """
+    try:
+        with open(os.path.join(folder, TABLES_MANIFEST_FILE), encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError):
+        return {"written": {}, "kept": {}}
+    if not isinstance(manifest, dict):
+        return {"written": {}, "kept": {}}
+    return {
+        part: {k: v for k, v in manifest.get(part, {}).items() if isinstance(v, str)}
+        if isinstance(manifest.get(part), dict)
+        else {}
+        for part in ("written", "kept")
+    }
+
+
+def written_by_benchtruth(path: str) -> tuple[bool, str | None]:
+    """Whether the table at ``path`` is one benchtruth wrote, and the kept claimed table if so."""
+    folder, name = os.path.split(path)
+    manifest = read_tables_manifest(folder or ".")
+    digest = _sha256_file(path)
+    if digest is None or manifest["written"].get(name) != digest:
+        return False, None
+    kept = manifest["kept"].get(name)
+    return True, os.path.join(folder, kept) if kept else None
+
+
+def _keep_foreign_copy(path: str, written: Mapping[str, str]) -> str | None:
     """Keep a table we did not write (the claimed one) beside itself before replacing it.
 
     The kept name carries the content's hash, so it can never overwrite an earlier
@@ -188,7 +222,7 @@ def _keep_foreign_copy(path: str, written_by_us: Mapping[str, str]) -> str | Non
     """
     digest = _sha256_file(path)
     name = os.path.basename(path)
-    if digest is None or written_by_us.get(name) == digest:
+    if digest is None or written.get(name) == digest:
         return None
 
     stem, suffix = os.path.splitext(path)
@@ -208,25 +242,18 @@ def write_tables(
 
     Returns the two frames by file name.
     """
-    manifest_path = os.path.join(output_dir, TABLES_MANIFEST_FILE)
-    try:
-        with open(manifest_path, encoding="utf-8") as handle:
-            written_by_us = json.load(handle)
-    except (OSError, ValueError):
-        written_by_us = {}
-    if not isinstance(written_by_us, dict):
-        written_by_us = {}
-
+    previous = read_tables_manifest(output_dir)
     frames = {
         MAIN_RESULTS_FILE: main_results_frame(real_runs, inert_factors),
         EFFICIENCY_FILE: efficiency_frame(real_runs),
     }
 
-    manifest = {}
+    manifest: dict[str, dict[str, str]] = {"written": {}, "kept": dict(previous["kept"])}
     for name, frame in frames.items():
         path = os.path.join(output_dir, name)
-        kept = _keep_foreign_copy(path, written_by_us) if os.path.exists(path) else None
+        kept = _keep_foreign_copy(path, previous["written"]) if os.path.exists(path) else None
         if kept is not None:
+            manifest["kept"][name] = os.path.basename(kept)
             logger.warning(
                 "%s was not written by benchtruth; kept it as %s before replacing it",
                 name,
@@ -235,8 +262,18 @@ def write_tables(
 
         text = frame_to_csv_text(frame, TEXT_COLUMNS)
         atomic_write_bytes(path, text.encode("utf-8"))
-        manifest[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        manifest["written"][name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
         logger.info("wrote %s: %d rows", name, len(frame))
 
-    write_json(manifest_path, manifest)
+    # An older builder leaves parquet and LaTeX twins of its tables beside them; they still
+    # hold what the audit found wrong, so the log names them.
+    others = sorted(
+        os.path.relpath(path, output_dir)
+        for pattern in ("*.parquet", "*.tex", os.path.join("tables", "*.tex"))
+        for path in glob.glob(os.path.join(glob.escape(output_dir), pattern))
+    )
+    if others:
+        logger.warning("not rebuilt by benchtruth, do not cite: %s", ", ".join(others))
+
+    write_json(os.path.join(output_dir, TABLES_MANIFEST_FILE), manifest)
     return frames

@@ -6,13 +6,20 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import statistics
 from pathlib import Path
 
 import pytest
 from conftest import CASES, REALRUNS, REPO_ROOT, all_case_dirs, audit_case
 
-from benchtruth_utils import BenchListError, ParameterError, TruthFileError, run_audit
+from benchtruth_utils import (
+    BenchListError,
+    ParameterError,
+    TruthFileError,
+    build_tables,
+    run_audit,
+)
 from benchtruth_utils.params import normalise_host_tag
 from benchtruth_utils.truth import load_truth
 
@@ -237,3 +244,49 @@ def test_outputs_leave_no_temporary_files(tmp_path):
     assert not [
         name for _, _, files in os.walk(tmp_path) for name in files if name.endswith(".part")
     ]
+
+
+def test_realruns_names_the_unlisted_dir_behind_the_tft_phantom(tmp_path):
+    result, _ = audit_case(REALRUNS, tmp_path)
+
+    unlisted = [w for w in result.truth["warnings"] if w["code"] == "bench_dir_not_listed"]
+    assert [w["path"] for w in unlisted] == [
+        "runs/benchmarks/b11_v2_edgar_off_h14_sf0_20261203_162205"
+    ]
+    reasons = {row["key"]["exp_name"]: row["reason"] for row in result.truth["phantom_rows"]}
+    assert reasons["b11_v2_edgar_off_h60_sf0"] == "no_real_run: no real run of this exp_name at all"
+    assert reasons["b11_v2_edgar_off_h14_sf0"] == (
+        "no_real_run: its exp_name has real runs, but none of this configuration"
+    )
+
+
+def test_second_audit_in_the_runner_layout_audits_the_kept_claimed_table(tmp_path):
+    # The runner's layout: 02 writes where the claimed table is; a second host's audit
+    # (or a rerun) must not take benchtruth's own table for the claimed one.
+    project = tmp_path / "project"
+    shutil.copytree(REALRUNS, project, symlinks=True)
+    stamp = project / "runs/orchestrator/20260129_073037"
+    for host in ("4090", "3090"):
+        result = run_audit(
+            host_tag=host,
+            bench_list=str(stamp / "bench_dirs_all.txt"),
+            output_dir=str(stamp / "analysis"),
+            project_root=str(project),
+        )
+        build_tables(result.truth_path, str(stamp / "paper_tables"), host_tag=host)
+
+        assert result.truth["phantom_rows_count"] == 25
+        assert result.truth["drifted_rows_count"] == 1
+
+    notes = [
+        w for w in result.truth["warnings"] if w["code"] == "claimed_table_written_by_benchtruth"
+    ]
+    assert [n["path"] for n in notes] == [
+        "runs/orchestrator/20260129_073037/paper_tables/main_results.csv"
+    ]
+    assert result.truth["inputs"]["claimed_table"].startswith(
+        "runs/orchestrator/20260129_073037/paper_tables/main_results.kept_"
+    )
+    log = (stamp / "paper_tables" / "logs" / "tables_3090.log").read_text()
+    assert "not rebuilt by benchtruth, do not cite: ablation.parquet" in log
+    assert "tables/main_results.tex" in log

@@ -109,7 +109,9 @@ def test_mark_claimed_rows_backed_drifted_phantom(tmp_path):
     ]
     assert marked.marked["truth_reason"][0] == "real_runs_found: 2 runs"
     assert marked.marked["truth_reason"][2] == "values_differ: rmse_std"
-    assert marked.marked["truth_reason"][3] == "no_real_run: no real run has this key"
+    assert marked.marked["truth_reason"][3] == (
+        "no_real_run: its exp_name has real runs, but none of this configuration"
+    )
     assert marked.marked["truth_reason"][4].startswith("use_edgar_unreadable: use_edgar 'maybe'")
     [drifted] = marked.drifted_rows
     assert drifted["row"] == 3
