@@ -6,6 +6,7 @@ finding that explains why it could not, so that one bad file never stops an audi
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import datetime as dt
 import hashlib
@@ -44,6 +45,7 @@ class Parsed:
     reason: Reason | None = None
     detail: str = ""
     present: bool = True
+    bom: bool = False
 
     @property
     def ok(self) -> bool:
@@ -114,7 +116,7 @@ def read_metrics(bench_dir: str) -> Parsed:
         return Parsed(
             sha256=digest, reason=Reason.METRICS_NOT_OBJECT, detail=f"top level is {found}"
         )
-    return Parsed(value=document, sha256=digest)
+    return Parsed(value=document, sha256=digest, bom=data.startswith(codecs.BOM_UTF8))
 
 
 def read_status_run(bench_dir: str) -> Parsed:

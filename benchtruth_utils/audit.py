@@ -308,7 +308,8 @@ def _mark_claimed(
     marked = mark_claimed_rows(claimed.rows, summary, rel_tol=rel_tol, abs_tol=abs_tol)
     section["rows"] = len(claimed.rows)
     section["status_counts"] = marked.status_counts
-    return section, marked, claimed.findings
+    duplicates = [dataclasses.replace(finding, path=shown) for finding in marked.findings]
+    return section, marked, [*claimed.findings, *duplicates]
 
 
 def build_truth_document(

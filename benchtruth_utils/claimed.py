@@ -201,6 +201,7 @@ class MarkedTable:
     phantom_rows: list[dict[str, Any]]
     drifted_rows: list[dict[str, Any]]
     status_counts: dict[str, int]
+    findings: list[Finding] = dataclasses.field(default_factory=list)
 
 
 def mark_claimed_rows(
@@ -243,13 +244,39 @@ def mark_claimed_rows(
         elif status == STATUS_DRIFTED:
             drifted_rows.append({"row": position, "key": key, "cells": differing})
 
+    findings = _duplicate_rows(claimed_rows) if has_keys else []
     marked = claimed_rows.copy()
     marked["truth_status"] = statuses
     marked["truth_reason"] = reasons
     counts = {
         status: statuses.count(status) for status in (STATUS_BACKED, STATUS_DRIFTED, STATUS_PHANTOM)
     }
-    return MarkedTable(marked, phantom_rows, drifted_rows, counts)
+    return MarkedTable(marked, phantom_rows, drifted_rows, counts, findings)
+
+
+def _duplicate_rows(claimed_rows: pd.DataFrame) -> list[Finding]:
+    """Rows that claim the same key twice: a paper table has one row per key."""
+    first_row: dict[tuple, int] = {}
+    repeats: dict[tuple, list[int]] = {}
+    keys = claimed_rows[list(KEY_FIELDS)].itertuples(index=False, name=None)
+    for position, key in enumerate(keys, start=1):
+        flag = parse_flag(key[4])
+        normalised = (*key[:4], key[4] if flag is None else flag)
+        if normalised in first_row:
+            repeats.setdefault(normalised, [first_row[normalised]]).append(position)
+        else:
+            first_row[normalised] = position
+
+    return [
+        Finding(
+            Reason.CLAIMED_ROW_DUPLICATE,
+            Scope.CLAIMED_TABLE,
+            "",
+            f"rows {', '.join(map(str, rows))} claim the same key {'|'.join(map(str, key))}",
+            item=f"row {rows[0]}",
+        )
+        for key, rows in repeats.items()
+    ]
 
 
 def _mark_row(

@@ -40,6 +40,7 @@ class Reason(enum.StrEnum):
     METRICS_TOO_LARGE = "metrics_too_large"
     METRICS_EMPTY = "metrics_empty"
     METRICS_NOT_UTF8 = "metrics_not_utf8"
+    METRICS_HAS_BOM = "metrics_has_bom"
     METRICS_INVALID_JSON = "metrics_invalid_json"
     METRICS_NOT_OBJECT = "metrics_not_object"
     METRICS_STATUS_MISSING = "metrics_status_missing"
@@ -87,6 +88,7 @@ class Reason(enum.StrEnum):
     CLAIMED_KEY_COLUMNS_MISSING = "claimed_key_columns_missing"
     CLAIMED_TABLE_DUPLICATE_COLUMNS = "claimed_table_duplicate_columns"
     CLAIMED_TABLE_RAGGED_ROWS = "claimed_table_ragged_rows"
+    CLAIMED_ROW_DUPLICATE = "claimed_row_duplicate"
 
 
 @dataclasses.dataclass(frozen=True)

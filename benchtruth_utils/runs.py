@@ -276,6 +276,16 @@ def records_from_dir(
         verdict.excluded.append(exclusion)
         return verdict
 
+    if metrics.bom:
+        verdict.warnings.append(
+            Finding(
+                Reason.METRICS_HAS_BOM,
+                Scope.BENCH_DIR,
+                metrics_path,
+                "starts with a UTF-8 byte order mark, which JSON does not allow; read without it",
+            )
+        )
+
     document = metrics.value
     exp_name, exp_name_source, refusal = _resolve_exp_name(run_dir, document, config_values)
     if refusal is not None:

@@ -42,7 +42,7 @@ def test_read_metrics_accepts_bare_nan_and_infinity_tokens(tmp_path):
 def test_read_metrics_accepts_a_bom(tmp_path):
     parsed = read_metrics(_bench_dir(tmp_path, metrics=b'\xef\xbb\xbf{"status": "success"}'))
 
-    assert parsed.value == {"status": "success"}
+    assert (parsed.value, parsed.bom) == ({"status": "success"}, True)
 
 
 @pytest.mark.parametrize(

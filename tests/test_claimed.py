@@ -145,3 +145,20 @@ def test_compare_cells_tolerance_and_blanks(claimed, true, differs):
 
 def test_compare_cells_tolerance_is_a_parameter():
     assert compare_cells({"rmse_mean": "1.01"}, {"rmse_mean": 1.0}, rel_tol=0.1) == []
+
+
+def test_mark_claimed_rows_reports_rows_claiming_the_same_key(tmp_path):
+    truth = summarize_runs([run(0, 0.5)])
+    claimed = _table(
+        tmp_path,
+        HEADER
+        + "main,lstm,concat,base,False,0.5,,1\n"
+        + "main,lstm,concat,base,no,0.5,,1\n"
+        + "main,tcn,concat,base,False,0.5,,1\n",
+    )
+
+    marked = mark_claimed_rows(claimed.rows, truth)
+
+    [finding] = marked.findings
+    assert (finding.code, finding.item) == (Reason.CLAIMED_ROW_DUPLICATE, "row 1")
+    assert finding.detail == "rows 1, 2 claim the same key main|lstm|concat|base|False"

@@ -300,3 +300,13 @@ def test_select_newest_keeps_distinct_seeds_and_keys():
 
     assert len(kept) == 3
     assert superseded == []
+
+
+def test_records_from_dir_metrics_with_a_bom_is_read_and_noted():
+    parsed = metrics(result())
+    parsed.bom = True
+
+    verdict = decide(parsed)
+
+    assert len(verdict.records) == 1
+    assert [f.code for f in verdict.warnings] == [Reason.METRICS_HAS_BOM]
