@@ -40,6 +40,7 @@ from .params import (
     default_paper_tables_dir,
     normalise_host_tag,
     normalise_path_parameter,
+    normalise_tolerance,
 )
 from .paths import display_path, lexical_relative
 from .report import render_report
@@ -502,6 +503,8 @@ def run_audit(
     if paper_tables_dir is None or paper_tables_dir == "":
         paper_tables_dir = default_paper_tables_dir(output_dir)
     paper_tables_dir = normalise_path_parameter("paper_tables_dir", paper_tables_dir)
+    rel_tol = normalise_tolerance("rel_tol", rel_tol)
+    abs_tol = normalise_tolerance("abs_tol", abs_tol)
 
     with capture_audit_log() as log_lines:
         listed = read_bench_list(bench_list, project_root)

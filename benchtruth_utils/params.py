@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -55,6 +56,8 @@ def audit_parameters(
     paper_tables_dir: object,
     project_root: object,
     allowed_host_tags: object,
+    rel_tol: object = 1e-6,
+    abs_tol: object = 1e-9,
 ) -> dict[str, object]:
     """The 01 notebook's parameters, normalised: what :func:`run_audit` will really use.
 
@@ -79,7 +82,20 @@ def audit_parameters(
         "paper_tables_dir": normalise_path_parameter("paper_tables_dir", paper_tables_dir),
         "project_root": normalise_path_parameter("project_root", project_root),
         "allowed_host_tags": allowed,
+        "rel_tol": normalise_tolerance("rel_tol", rel_tol),
+        "abs_tol": normalise_tolerance("abs_tol", abs_tol),
     }
+
+
+def normalise_tolerance(name: str, value: object) -> float:
+    """A drift tolerance as a finite, non-negative float (papermill may pass an int or text)."""
+    try:
+        number = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not math.isfinite(number) or number < 0:
+        raise ParameterError(name, value, "a finite number >= 0, such as 1e-6")
+    return number
 
 
 def tables_parameters(

@@ -124,3 +124,5 @@ def test_realruns_failed_dir_and_phantom_rows(tmp_path):
     [drifted] = truth["drifted_rows"]
     n_runs = next(cell for cell in drifted["cells"] if cell["column"] == "n_runs")
     assert (n_runs["claimed"], n_runs["true"]) == ("3", 2)
+    rmse_mean = next(cell for cell in drifted["cells"] if cell["column"] == "rmse_mean")
+    assert (rmse_mean["claimed"], rmse_mean["true"]) == ("799.5826561870518", 760.3808074659978)

@@ -11,6 +11,7 @@ A host tag that is not allowed must stop 01 before it writes anything.
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import os
 import re
@@ -37,6 +38,8 @@ AUDIT_PARAMETERS = {
     "paper_tables_dir",
     "project_root",
     "allowed_host_tags",
+    "rel_tol",
+    "abs_tol",
 }
 TABLES_PARAMETERS = {"host_tag", "truthfulness_json", "output_dir"}
 NORMALISER = {AUDIT_NB: "audit_parameters", TABLES_NB: "tables_parameters"}
@@ -294,7 +297,22 @@ def test_executed_audit_echoes_normalised_parameters(executed):
         **executed.audit_params,
         "host_tag": "4090",
         "allowed_host_tags": DEFAULT_ALLOWED_HOST_TAGS,
+        "rel_tol": 1e-6,
+        "abs_tol": 1e-9,
     }
+
+
+def test_executed_audit_shows_the_coverage_heatmap(executed):
+    images = [
+        output["data"]["image/png"]
+        for cell in executed.audit_nb.cells
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+
+    assert len(images) == 1
+    analysis = executed.root / executed.audit_params["output_dir"]
+    assert base64.b64decode(images[0]) == (analysis / "coverage_heatmap.png").read_bytes()
 
 
 def test_executed_tables_echoes_normalised_parameters(executed):
