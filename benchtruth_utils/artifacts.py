@@ -31,6 +31,7 @@ STATUS_RUN_FILE = "STATUS_RUN.json"
 CONFIG_FILE = os.path.join("configs", "resolved_config.yaml")
 
 YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_YAML_FLOW_DEPTH = 1000
 
 _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \| (\w+) \| (.*)$")
 _OUTPUT_PREFIX = "Output: "
@@ -85,6 +86,9 @@ def _decode_json(data: bytes) -> tuple[Any, str | None, str]:
         return None, "invalid", f"not valid JSON ({err.msg} at line {err.lineno})"
     except RecursionError:
         return None, "invalid", "not valid JSON (nested too deeply)"
+    except ValueError as err:
+        # Python refuses integer literals past its digit limit with a plain ValueError.
+        return None, "invalid", f"not valid JSON ({str(err).split(';')[0]})"
 
 
 def read_metrics(bench_dir: str) -> Parsed:
@@ -146,15 +150,24 @@ def read_config(bench_dir: str) -> Parsed:
 
     try:
         text = data.decode("utf-8-sig")
-        document = yaml.load(text, Loader=YamlLoader)
     except UnicodeDecodeError as err:
         return Parsed(reason=Reason.CONFIG_UNREADABLE, detail=f"not UTF-8 text ({err.reason})")
+    if _flow_depth(text) > MAX_YAML_FLOW_DEPTH:
+        detail = f"nested deeper than {MAX_YAML_FLOW_DEPTH} levels of brackets"
+        return Parsed(reason=Reason.CONFIG_UNREADABLE, detail=detail)
+
+    try:
+        document = yaml.load(text, Loader=YamlLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         return Parsed(reason=Reason.CONFIG_UNREADABLE, detail=f"not valid YAML{where}")
     except RecursionError:
         return Parsed(reason=Reason.CONFIG_UNREADABLE, detail="not valid YAML (nested too deeply)")
+    except ValueError as err:
+        # A scalar past Python's integer digit limit, for one.
+        detail = f"not readable YAML ({str(err).split(';')[0]})"
+        return Parsed(reason=Reason.CONFIG_UNREADABLE, detail=detail)
 
     if not isinstance(document, dict):
         found = type(document).__name__
@@ -162,6 +175,25 @@ def read_config(bench_dir: str) -> Parsed:
             reason=Reason.CONFIG_UNREADABLE, detail=f"top level is {found}, not a mapping"
         )
     return Parsed(value=document)
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of YAML flow brackets, counted without parsing.
+
+    libyaml's C loader crashes the process (not an exception) on flow collections nested
+    tens of thousands deep, so such a file is refused before it reaches the loader.
+    Brackets inside quoted strings are counted too, which only errs towards refusing.
+    """
+    if text.count("[") + text.count("{") <= MAX_YAML_FLOW_DEPTH:
+        return 0
+    depth = deepest = 0
+    for character in text:
+        if character in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif character in "]}" and depth:
+            depth -= 1
+    return deepest
 
 
 @dataclasses.dataclass(frozen=True)

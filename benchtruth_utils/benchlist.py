@@ -165,7 +165,13 @@ def find_unlisted_dirs(entries: list[BenchEntry], project_root: str) -> list[Fin
     a claimed table built by globbing may contain it, and this says where it came from.
     """
     listed = {_identity(entry.location) for entry in entries}
-    parents = sorted({os.path.dirname(entry.location) for entry in entries if entry.inside_root})
+    parents = sorted(
+        {
+            os.path.dirname(entry.location)
+            for entry in entries
+            if entry.inside_root and lexical_relative(os.path.dirname(entry.location), project_root)
+        }
+    )
 
     findings = []
     for parent in parents:

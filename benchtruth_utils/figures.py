@@ -39,6 +39,10 @@ def plot_coverage_heatmap(grid: Mapping[str, Any]) -> Figure:
     figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
+    if matrix.size == 0:
+        axes.set_axis_off()
+        axes.text(0.5, 0.5, "Coverage: no planned or real runs to show", ha="center")
+        return figure
 
     axes.imshow(
         matrix,

@@ -108,7 +108,11 @@ def _number(value: Any) -> tuple[float | None, str]:
         return None, "missing"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None, "bad"
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        # An integer too large for a float: as non-finite as a float literal 1e400.
+        return None, "nonfinite"
     if not math.isfinite(number):
         return None, "nonfinite"
     return number, ""

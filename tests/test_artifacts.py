@@ -148,3 +148,18 @@ def test_read_run_log_on_a_real_log():
 
     assert parsed.value.output_dir == "runs/benchmarks/b11_v2_edgar_off_h14_sf0_20261203_160959"
     assert parsed.value.wall_seconds == pytest.approx(38.598)
+
+
+def test_read_config_refuses_flow_nesting_the_c_loader_cannot_survive(tmp_path):
+    deep = b"a: " + b"[" * 50000 + b"]" * 50000
+
+    parsed = read_config(_bench_dir(tmp_path, config=deep))
+
+    assert parsed.reason is Reason.CONFIG_UNREADABLE
+    assert parsed.detail == "nested deeper than 1000 levels of brackets"
+
+
+def test_read_metrics_integer_past_the_digit_limit_is_invalid_json(tmp_path):
+    parsed = read_metrics(_bench_dir(tmp_path, metrics=b'{"n": 1' + b"0" * 4300 + b"}"))
+
+    assert parsed.reason is Reason.METRICS_INVALID_JSON

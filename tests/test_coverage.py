@@ -243,3 +243,35 @@ def test_drift_lists_each_differing_cell_with_claimed_true_and_difference(tmp_pa
         {"column": "mae_std", "claimed": "", "true": 0.1767766952966369, "difference": None},
         {"column": "n_runs", "claimed": "3", "true": 2, "difference": -1.0},
     ]
+
+
+def test_coverage_heatmap_of_nothing_is_a_labelled_empty_figure():
+    from benchtruth_utils.coverage import GRID_LEGEND
+    from benchtruth_utils.figures import coverage_matrix, plot_coverage_heatmap
+
+    grid = {"legend": GRID_LEGEND, "columns": [], "rows": []}
+
+    assert coverage_matrix(grid)[0].shape == (0, 0)
+    figure = plot_coverage_heatmap(grid)
+    assert [text.get_text() for text in figure.axes[0].texts] == [
+        "Coverage: no planned or real runs to show"
+    ]
+
+
+def test_coverage_matrix_maps_letters_to_states():
+    from benchtruth_utils.coverage import GRID_LEGEND
+    from benchtruth_utils.figures import GRID_STATES, coverage_matrix
+
+    grid = {
+        "legend": GRID_LEGEND,
+        "columns": ["a/x/b/0", "a/x/b/1", "c/x/b/0"],
+        "rows": [{"bench_dir": "d1", "cells": "RSM"}, {"bench_dir": "d2", "cells": "X.R"}],
+    }
+
+    matrix, rows, columns = coverage_matrix(grid)
+    assert rows == ["d1", "d2"]
+    assert columns == grid["columns"]
+    assert [[GRID_STATES[i] for i in row] for row in matrix.tolist()] == [
+        ["R", "S", "M"],
+        ["X", ".", "R"],
+    ]

@@ -310,3 +310,10 @@ def test_records_from_dir_metrics_with_a_bom_is_read_and_noted():
 
     assert len(verdict.records) == 1
     assert [f.code for f in verdict.warnings] == [Reason.METRICS_HAS_BOM]
+
+
+def test_records_from_dir_an_integer_too_large_for_a_float_is_non_finite():
+    verdict = decide(metrics(result(rmse=10**400, train_time_sec=10**400)))
+
+    [record] = verdict.records
+    assert (record.rmse, record.train_time_sec, record.nonfinite_metrics) == (None, None, ("rmse",))
