@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 from collections.abc import Mapping
 from typing import Any
+
+import jsonschema
 
 from .errors import TruthFileError
 from .outputs import write_json
@@ -63,8 +66,40 @@ def check_schema_version(document: Mapping[str, Any], shown: str) -> None:
         )
 
 
+SCHEMA_FILE = os.path.join(
+    os.path.dirname(__file__), "schemas", "benchmark_truthfulness.schema.json"
+)
+
+
+@functools.cache
+def truth_schema() -> dict[str, Any]:
+    """The JSON Schema of the truth document, shipped in the package."""
+    with open(SCHEMA_FILE, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def validate_truth(document: Mapping[str, Any], shown: str = "truth document") -> None:
+    """Check a truth document against the schema; all violations are reported together.
+
+    Raises
+    ------
+    TruthFileError
+        Naming up to five violations, each with the JSON path where it occurs.
+    """
+    validator = jsonschema.Draft202012Validator(truth_schema())
+    errors = sorted(validator.iter_errors(document), key=lambda error: list(error.absolute_path))
+    if errors:
+        listed = "; ".join(
+            f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message[:200]}"
+            for error in errors[:5]
+        )
+        more = f" and {len(errors) - 5} more" if len(errors) > 5 else ""
+        raise TruthFileError(shown, f"does not match the schema: {listed}{more}")
+
+
 def write_truth(path: str, document: Mapping[str, Any]) -> None:
-    """Write the truth document as strict JSON, atomically."""
+    """Validate the truth document against its schema, then write it as strict JSON, atomically."""
+    validate_truth(document, os.path.basename(path))
     write_json(path, document)
 
 
@@ -92,4 +127,5 @@ def load_truth(path: str) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise TruthFileError(shown, "top level is not an object")
     check_schema_version(document, shown)
+    validate_truth(document, shown)
     return document

@@ -1,0 +1,71 @@
+"""The truth document: its JSON Schema, validation on write and on load."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from conftest import CASES, audit_case
+
+from benchtruth_utils import TruthFileError
+from benchtruth_utils.findings import Reason
+from benchtruth_utils.truth import load_truth, truth_schema, validate_truth, write_truth
+
+
+@pytest.fixture(scope="module")
+def truth(tmp_path_factory):
+    result, _ = audit_case(CASES / "null_key_field", tmp_path_factory.mktemp("audit"))
+    return result.truth
+
+
+def test_schema_lists_every_reason_code():
+    finding = truth_schema()["properties"]["excluded"]["items"]
+    assert finding["properties"]["code"]["enum"] == [reason.value for reason in Reason]
+
+
+def test_an_audit_output_matches_the_schema(truth):
+    validate_truth(truth)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.pop("real_runs"), "(top): 'real_runs' is a required property"),
+        (lambda t: t["real_runs"][0].update(seed=1.5), "real_runs/0/seed: 1.5 is not of type"),
+        (
+            lambda t: t["excluded"][0].update(code="made_up"),
+            "excluded/0/code: 'made_up' is not one of",
+        ),
+        (
+            lambda t: t["inputs"].update(bench_list="/abs/list.txt"),
+            "inputs/bench_list: '/abs/list.txt' should not be valid",
+        ),
+    ],
+)
+def test_validate_truth_names_the_violation(truth, change, message):
+    broken = copy.deepcopy(truth)
+    change(broken)
+
+    with pytest.raises(TruthFileError, match="does not match the schema") as caught:
+        validate_truth(broken)
+    assert message in str(caught.value)
+
+
+def test_write_truth_refuses_nan_that_the_schema_lets_through(truth, tmp_path):
+    broken = copy.deepcopy(truth)
+    broken["real_runs"][0]["rmse"] = float("nan")
+
+    with pytest.raises(ValueError, match="Out of range float values"):
+        write_truth(str(tmp_path / "t.json"), broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_truth_refuses_a_document_that_breaks_the_schema(truth, tmp_path):
+    broken = copy.deepcopy(truth)
+    broken["real_run_count"] = -1
+    path = tmp_path / "benchmark_truthfulness.json"
+    path.write_text(json.dumps(broken))
+
+    with pytest.raises(TruthFileError, match="real_run_count: -1 is less than the minimum of 0"):
+        load_truth(str(path))
