@@ -11,6 +11,7 @@ BENCH_LIST ?= $(EXAMPLE_STAMP)/bench_dirs_all.txt
 PROJECT_ROOT ?= $(EXAMPLE)
 CLAIMED_TABLES ?= $(EXAMPLE_STAMP)/paper_tables
 OUT ?= build/example_$(HOST)
+STRICT ?= 0
 
 .PHONY: help venv audit test lint clean
 
@@ -27,17 +28,21 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 
 venv: $(BIN)/.installed ## create .venv from requirements.txt and register the python3 kernel
 
-audit: venv ## audit the bundled example (HOST, BENCH_LIST, PROJECT_ROOT, CLAIMED_TABLES, OUT override)
+audit: venv ## audit the bundled example (HOST, BENCH_LIST, PROJECT_ROOT, CLAIMED_TABLES, OUT, STRICT=1)
 	mkdir -p $(OUT)/analysis $(OUT)/paper_tables
+	@# With STRICT=1 the 01 notebook fails on findings; 02 still runs, then make fails.
+	status=0; \
 	$(BIN)/papermill notebooks/01_audit.ipynb $(OUT)/analysis/01_audit_$(HOST).ipynb \
 		-k python3 --no-progress-bar -f params/$(HOST).yaml \
 		-p bench_list $(BENCH_LIST) -p project_root $(PROJECT_ROOT) \
-		-p paper_tables_dir $(CLAIMED_TABLES) -p output_dir $(OUT)/analysis
+		-p paper_tables_dir $(CLAIMED_TABLES) -p output_dir $(OUT)/analysis \
+		-p strict $(if $(filter 1 true yes,$(STRICT)),True,False) || status=$$?; \
 	$(BIN)/papermill notebooks/02_tables.ipynb $(OUT)/paper_tables/02_tables_$(HOST).ipynb \
 		-k python3 --no-progress-bar -p host_tag $(HOST) \
 		-p truthfulness_json $(OUT)/analysis/benchmark_truthfulness.json \
-		-p output_dir $(OUT)/paper_tables
-	@echo "audit of $(BENCH_LIST) for host $(HOST) written to $(OUT)/"
+		-p output_dir $(OUT)/paper_tables || status=$$?; \
+	echo "audit of $(BENCH_LIST) for host $(HOST) written to $(OUT)/"; \
+	exit $$status
 
 test: lint ## run ruff, then the test suite (what CI runs)
 	$(BIN)/python -m pytest

@@ -8,14 +8,19 @@ __version__ = "0.1.0"
 
 from .audit import AuditResult, build_tables, run_audit
 from .errors import BenchListError, BenchtruthError, ParameterError, TruthFileError
+from .evidence import StrictAuditError, check_executed_notebook, enforce_strict, strict_failures
 
 __all__ = [
     "AuditResult",
     "BenchListError",
     "BenchtruthError",
     "ParameterError",
+    "StrictAuditError",
     "TruthFileError",
     "__version__",
     "build_tables",
+    "check_executed_notebook",
+    "enforce_strict",
     "run_audit",
+    "strict_failures",
 ]

@@ -58,6 +58,7 @@ def audit_parameters(
     allowed_host_tags: object,
     rel_tol: object = 1e-6,
     abs_tol: object = 1e-9,
+    strict: object = False,
 ) -> dict[str, object]:
     """The 01 notebook's parameters, normalised: what :func:`run_audit` will really use.
 
@@ -84,7 +85,18 @@ def audit_parameters(
         "allowed_host_tags": allowed,
         "rel_tol": normalise_tolerance("rel_tol", rel_tol),
         "abs_tol": normalise_tolerance("abs_tol", abs_tol),
+        "strict": normalise_flag_parameter("strict", strict),
     }
+
+
+def normalise_flag_parameter(name: str, value: object) -> bool:
+    """A yes/no parameter; ``"False"`` (text, from ``papermill -r``) must not read as true."""
+    from .runs import parse_flag
+
+    flag = parse_flag(value)
+    if flag is None:
+        raise ParameterError(name, value, "true or false")
+    return flag
 
 
 def normalise_tolerance(name: str, value: object) -> float:

@@ -40,6 +40,7 @@ AUDIT_PARAMETERS = {
     "allowed_host_tags",
     "rel_tol",
     "abs_tol",
+    "strict",
 }
 TABLES_PARAMETERS = {"host_tag", "truthfulness_json", "output_dir"}
 NORMALISER = {AUDIT_NB: "audit_parameters", TABLES_NB: "tables_parameters"}
@@ -299,6 +300,7 @@ def test_executed_audit_echoes_normalised_parameters(executed):
         "allowed_host_tags": DEFAULT_ALLOWED_HOST_TAGS,
         "rel_tol": 1e-6,
         "abs_tol": 1e-9,
+        "strict": False,
     }
 
 

@@ -1,0 +1,120 @@
+"""Is an executed notebook real evidence? Papermill can exit 0 when a notebook did not run.
+
+A notebook without a ``parameters`` tag runs on its defaults, a killed kernel or a
+``sys.exit(0)`` stops it early: the exit code does not tell. The executed notebook does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import nbformat
+
+from .errors import BenchtruthError
+
+
+class StrictAuditError(BenchtruthError):
+    """A strict audit found what a paper table must not have."""
+
+    def __init__(self, failures: list[str]) -> None:
+        self.failures = failures
+        super().__init__("strict audit failed: " + "; ".join(failures))
+
+
+def strict_failures(truth: Mapping[str, Any]) -> list[str]:
+    """What makes a strict audit fail: phantom or drifted rows, conflicts, excluded entries."""
+    checks = [
+        (truth["phantom_rows_count"], "phantom claimed rows"),
+        (truth["drifted_rows_count"], "drifted claimed rows"),
+        (len(truth.get("conflicts", [])), "runs that disagree between hosts"),
+        (len(truth["excluded"]), "excluded bench dirs or results"),
+    ]
+    return [f"{count} {what}" for count, what in checks if count]
+
+
+def enforce_strict(truth: Mapping[str, Any]) -> None:
+    """Raise :class:`StrictAuditError` when :func:`strict_failures` finds anything."""
+    failures = strict_failures(truth)
+    if failures:
+        raise StrictAuditError(failures)
+
+
+ECHO_PREFIX = "benchtruth "
+
+
+def echoed_parameters(notebook: nbformat.NotebookNode) -> dict[str, Any] | None:
+    """The parameters the notebook printed after normalising them, or None if it did not.
+
+    The echo cell prints ``benchtruth <version>`` and then the parameters as JSON; it is
+    found by that output, not by its position, so that a notebook whose parameters cell
+    lost its tag is still read (and then found to disagree with papermill's record).
+    """
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        text = "".join(
+            output.get("text", "")
+            for output in cell.get("outputs", [])
+            if output.get("name") == "stdout"
+        )
+        if not text.startswith(ECHO_PREFIX):
+            continue
+        start = text.find("{")
+        try:
+            echoed = json.loads(text[start:]) if start >= 0 else None
+        except ValueError:
+            return None
+        return echoed if isinstance(echoed, dict) else None
+    return None
+
+
+def _same_parameter(given: Any, echoed: Any) -> bool:
+    # Papermill passes `-p host_tag 4090` as an int that the notebook normalises to text,
+    # and None asks for the documented default, which the echo spells out.
+    if given is None:
+        return True
+    return given == echoed or (isinstance(given, (int, float)) and str(given) == echoed)
+
+
+def check_executed_notebook(path: str) -> list[str]:
+    """Every reason the executed notebook at ``path`` is not evidence of a complete run.
+
+    An empty list means: papermill recorded an end time and no exception, every code
+    cell ran and none shows an error, and the parameters the notebook echoed equal the
+    ones papermill recorded.
+    """
+    try:
+        notebook = nbformat.read(path, as_version=4)
+    except (OSError, ValueError) as err:
+        return [f"cannot be read as a notebook ({type(err).__name__})"]
+
+    problems = []
+    papermill = notebook.metadata.get("papermill", {})
+    if not papermill:
+        problems.append("no papermill metadata: not executed by papermill")
+    if not papermill.get("end_time"):
+        problems.append("no end_time: the run did not finish")
+    if papermill.get("exception"):
+        problems.append("papermill recorded an exception")
+
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        if cell.get("execution_count") is None:
+            problems.append(f"code cell {index} was not executed")
+        if any(output.get("output_type") == "error" for output in cell.get("outputs", [])):
+            problems.append(f"code cell {index} shows an error")
+
+    recorded = papermill.get("parameters", {})
+    echoed = echoed_parameters(notebook)
+    if echoed is None:
+        problems.append("the notebook did not echo its parameters")
+    else:
+        differing = sorted(
+            name for name, value in recorded.items() if not _same_parameter(value, echoed.get(name))
+        )
+        if differing:
+            problems.append(f"echoed parameters differ from papermill's: {', '.join(differing)}")
+    return problems
