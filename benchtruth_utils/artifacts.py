@@ -9,11 +9,13 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
+import stat
 from typing import Any
 
 import yaml
@@ -56,8 +58,7 @@ class Parsed:
 def _read_bytes(path: str) -> tuple[bytes | None, str | None, str]:
     """Read a whole file under the size cap; return (bytes, problem kind, detail)."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_ARTIFACT_BYTES + 1)
+        data = read_regular_file(path, MAX_ARTIFACT_BYTES + 1)
     except FileNotFoundError:
         return None, "missing", "file not found"
     except IsADirectoryError:
@@ -70,6 +71,21 @@ def _read_bytes(path: str) -> tuple[bytes | None, str | None, str]:
     if len(data) > MAX_ARTIFACT_BYTES:
         return None, "too_large", f"larger than the {MAX_ARTIFACT_BYTES} byte cap"
     return data, None, ""
+
+
+def read_regular_file(path: str, limit: int) -> bytes:
+    """Read at most ``limit`` bytes of a regular file.
+
+    A FIFO, socket or device in the place of a file would block or never end, so
+    anything but a regular file is refused with ``IsADirectoryError`` or ``OSError``.
+    """
+    status = os.stat(path)
+    if stat.S_ISDIR(status.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+    if not stat.S_ISREG(status.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a pipe, socket or device)", path)
+    with open(path, "rb") as handle:
+        return handle.read(limit)
 
 
 def _decode_json(data: bytes) -> tuple[Any, str | None, str]:

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 
+from .artifacts import read_regular_file
 from .errors import BenchListError
 from .findings import Finding, Reason, Scope
 from .paths import display_path, lexical_relative
@@ -87,8 +88,7 @@ def read_bench_list(bench_list: str, project_root: str) -> BenchList:
     shown = display_path(bench_list, project_root)
 
     try:
-        with open(bench_list, "rb") as handle:
-            raw = handle.read(MAX_BENCH_LIST_BYTES + 1)
+        raw = read_regular_file(bench_list, MAX_BENCH_LIST_BYTES + 1)
     except FileNotFoundError as err:
         raise BenchListError(shown, "no such file") from err
     except IsADirectoryError as err:

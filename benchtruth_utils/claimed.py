@@ -18,8 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from .artifacts import MAX_ARTIFACT_BYTES
+from .artifacts import MAX_ARTIFACT_BYTES, read_regular_file
 from .findings import Finding, Reason, Scope
+from .paths import short_repr
 from .runs import KEY_FIELDS, QUALITY_METRICS, parse_flag
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,7 @@ def read_claimed_table(path: str, shown: str) -> ClaimedTable:
         The table's path as the evidence shows it.
     """
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_ARTIFACT_BYTES + 1)
+        raw = read_regular_file(path, MAX_ARTIFACT_BYTES + 1)
     except FileNotFoundError:
         finding = Finding(Reason.CLAIMED_TABLE_MISSING, Scope.CLAIMED_TABLE, shown, "no such file")
         return ClaimedTable(shown, present=False, findings=[finding])
@@ -298,7 +298,8 @@ def _mark_row(
     use_edgar = parse_flag(claimed["use_edgar"])
     key = {field: claimed[field] for field in KEY_FIELDS}
     if use_edgar is None:
-        detail = f"use_edgar {claimed['use_edgar']!r} is not a yes/no spelling; cannot be matched"
+        spelled = short_repr(claimed["use_edgar"])
+        detail = f"use_edgar {spelled} is not a yes/no spelling; cannot be matched"
         return STATUS_PHANTOM, f"{REASON_USE_EDGAR_UNREADABLE}: {detail}", key, []
 
     key["use_edgar"] = use_edgar

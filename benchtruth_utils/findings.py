@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from .paths import safe_text
+
 
 class Scope(enum.StrEnum):
     """What a finding is about: a whole bench dir, one result, or something else."""
@@ -107,6 +109,12 @@ class Finding:
     detail: str
     item: str = ""
     run: str = ""
+
+    def __post_init__(self) -> None:
+        # Details quote input files (a runner's error message, a config value); what they
+        # quote must not carry a local absolute path or bytes that are not UTF-8.
+        for name in ("path", "detail", "item", "run"):
+            object.__setattr__(self, name, safe_text(getattr(self, name)))
 
     def to_dict(self) -> dict[str, str]:
         return {

@@ -36,13 +36,18 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 
 def atomic_write_text(path: str, text: str) -> None:
-    """Write UTF-8 text with LF line ends atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Write UTF-8 text with LF line ends atomically.
+
+    A lone surrogate that slipped through (it cannot be encoded) is written as its
+    escape rather than stopping the audit.
+    """
+    atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"))
 
 
 def dumps_strict_json(document: Any) -> str:
     """Serialise as strict JSON: a NaN or Infinity anywhere is a bug, so it raises."""
-    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def write_json(path: str, document: Any) -> None:

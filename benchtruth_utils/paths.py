@@ -8,6 +8,8 @@ or the executed notebooks.
 from __future__ import annotations
 
 import os
+import re
+import reprlib
 from pathlib import Path, PurePosixPath
 
 OUTSIDE_ROOT = "[outside project root]"
@@ -39,8 +41,8 @@ def display_path(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> 
     """
     relative = lexical_relative(path, root)
     if relative is not None:
-        return relative
-    return f"{OUTSIDE_ROOT}/{os.path.basename(os.path.normpath(os.fspath(path)))}"
+        return printable(relative)
+    return printable(f"{OUTSIDE_ROOT}/{os.path.basename(os.path.normpath(os.fspath(path)))}")
 
 
 def scrub_text(text: str, *roots: str | os.PathLike[str]) -> str:
@@ -53,3 +55,35 @@ def scrub_text(text: str, *roots: str | os.PathLike[str]) -> str:
     if home not in ("~", os.sep):
         text = text.replace(home, "~")
     return text
+
+
+# An absolute path inside free text: two or more "/name" steps (or a drive letter and
+# backslashes), e.g. in a runner's error message quoted by a finding.
+_ABSOLUTE_PATH = re.compile(
+    r"(?<![\w.~-])(?:(?:/[^\s/'\"`,;()\[\]{}<>|]+){2,}/?|[A-Za-z]:\\[^\s'\"`,;]+|~/[^\s'\"`,;]+)"
+)
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 120, 60
+_SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxlong = 6, 6, 6, 40
+
+
+def printable(text: str) -> str:
+    """Text that encodes as UTF-8: undecodable file-name bytes and lone surrogates escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def safe_text(text: str) -> str:
+    """Free text fit for an output: no absolute path (only its last part), valid UTF-8."""
+
+    def shorten(match: re.Match[str]) -> str:
+        return "[path]/" + re.split(r"[/\\]", match.group(0).rstrip("/\\"))[-1]
+
+    return _ABSOLUTE_PATH.sub(shorten, printable(text))
+
+
+def short_repr(value: object) -> str:
+    """A bounded repr of an input value for a finding: cut to size, paths removed.
+
+    Bounded because a value can be a YAML alias bomb whose full repr never ends.
+    """
+    return safe_text(_SHORT.repr(value))

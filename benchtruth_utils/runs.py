@@ -14,6 +14,7 @@ from typing import Any
 
 from .artifacts import CONFIG_FILE, METRICS_FILE, STATUS_RUN_FILE, Parsed
 from .findings import Finding, Reason, Scope
+from .paths import short_repr
 
 KEY_FIELDS = ("exp_name", "backbone", "fusion_type", "module_variant", "use_edgar")
 TEXT_KEY_FIELDS = ("backbone", "fusion_type", "module_variant")
@@ -146,7 +147,7 @@ def _dir_level_exclusion(
         verdict = status_run.value.get("status")
         if verdict != "ok":
             errors = status_run.value.get("errors")
-            detail = f"status is {verdict!r}, not 'ok'; errors: {errors!r}"
+            detail = f"status is {short_repr(verdict)}, not 'ok'; errors: {short_repr(errors)}"
             return Finding(Reason.STATUS_RUN_NOT_OK, Scope.BENCH_DIR, status_path, detail)
 
     if metrics.reason is not None:
@@ -158,9 +159,8 @@ def _dir_level_exclusion(
             Reason.METRICS_STATUS_MISSING, Scope.BENCH_DIR, metrics_path, "no top-level 'status'"
         )
     if document["status"] != "success":
-        detail = (
-            f"status is {document['status']!r}, not 'success'; errors: {document.get('errors')!r}"
-        )
+        status, errors = short_repr(document["status"]), short_repr(document.get("errors"))
+        detail = f"status is {status}, not 'success'; errors: {errors}"
         return Finding(Reason.METRICS_STATUS_NOT_SUCCESS, Scope.BENCH_DIR, metrics_path, detail)
     if "results" not in document:
         return Finding(
@@ -198,9 +198,9 @@ def _resolve_exp_name(
         value = document.get("exp_name")
         if value is None:
             continue
-        if isinstance(value, str) and value.strip():
+        if isinstance(value, str) and value.strip() and is_unicode(value):
             return value, source, None
-        detail = f"exp_name is {value!r}; expected non-empty text"
+        detail = f"exp_name is {short_repr(value)}; expected non-empty text"
         return None, source, Finding(Reason.EXP_NAME_UNREADABLE, Scope.BENCH_DIR, path, detail)
 
     return exp_name_from_dir(run_dir.rsplit("/", 1)[-1]), "dir_name", None
@@ -222,7 +222,11 @@ def _resolve_use_edgar(
             continue
         flag = parse_flag(value)
         if flag is None:
-            return None, source, f"use_edgar in {source} is {value!r}; not a yes/no spelling"
+            return (
+                None,
+                source,
+                f"use_edgar in {source} is {short_repr(value)}; not a yes/no spelling",
+            )
         return flag, source, ""
     return None, "", "use_edgar is in neither the result, metrics.json nor resolved_config.yaml"
 
@@ -236,10 +240,21 @@ def _key_text(result: Mapping[str, Any], field: str) -> tuple[str | None, Reason
     if value is None:
         return None, Reason.KEY_FIELD_MISSING, f"{field} is missing or null"
     if not isinstance(value, str):
-        return None, Reason.KEY_FIELD_NOT_TEXT, f"{field} is {value!r}, not text"
+        return None, Reason.KEY_FIELD_NOT_TEXT, f"{field} is {short_repr(value)}, not text"
     if not value.strip():
         return None, Reason.KEY_FIELD_MISSING, f"{field} is empty"
+    if not is_unicode(value):
+        return None, Reason.KEY_FIELD_NOT_TEXT, f"{field} holds a lone surrogate, not Unicode text"
     return value, None, ""
+
+
+def is_unicode(text: str) -> bool:
+    """False for text with a lone surrogate (a JSON ``\\ud800`` escape): not encodable."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def records_from_dir(
@@ -319,7 +334,7 @@ def records_from_dir(
             exclude(Reason.RESULT_STATUS_MISSING, "no 'status'")
             continue
         if result["status"] != "success":
-            exclude(Reason.RESULT_STATUS_NOT_SUCCESS, f"status is {result['status']!r}")
+            exclude(Reason.RESULT_STATUS_NOT_SUCCESS, f"status is {short_repr(result['status'])}")
             continue
 
         key_values: dict[str, str] = {}
@@ -339,7 +354,7 @@ def records_from_dir(
             exclude(Reason.SEED_MISSING, "seed is missing or null")
             continue
         if isinstance(seed, bool) or not isinstance(seed, int):
-            exclude(Reason.SEED_NOT_INTEGER, f"seed is {seed!r}, not an integer")
+            exclude(Reason.SEED_NOT_INTEGER, f"seed is {short_repr(seed)}, not an integer")
             continue
 
         use_edgar, use_edgar_source, edgar_problem = _resolve_use_edgar(
@@ -356,7 +371,7 @@ def records_from_dir(
         for name in QUALITY_METRICS:
             number, kind = _number(result.get(name))
             if kind == "bad":
-                bad_metric = f"{name} is {result.get(name)!r}, not a number"
+                bad_metric = f"{name} is {short_repr(result.get(name))}, not a number"
                 break
             if kind == "nonfinite":
                 nonfinite.append(name)
@@ -373,7 +388,7 @@ def records_from_dir(
                         Reason.EFFICIENCY_VALUE_NOT_NUMBER,
                         Scope.RESULT,
                         metrics_path,
-                        f"{name} is {result.get(name)!r}; treated as not logged",
+                        f"{name} is {short_repr(result.get(name))}; treated as not logged",
                         item,
                     )
                 )
@@ -421,8 +436,17 @@ class Superseded:
         return entry
 
 
+def sortable_timestamp(stamp: str) -> str:
+    """``YYYYmmddHHMMSS`` from the runner's ``20260101_000000`` or an ISO 8601 time.
+
+    Blank when the text holds fewer than 14 digits: such a run sorts as the oldest.
+    """
+    digits = "".join(character for character in stamp if character.isdigit())
+    return digits[:14] if len(digits) >= 14 else ""
+
+
 def _newness(record: RunRecord) -> tuple[str, str, int]:
-    return (record.timestamp, record.run_dir, record.result_index)
+    return (sortable_timestamp(record.timestamp), record.run_dir, record.result_index)
 
 
 def select_newest(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[Superseded]]:
