@@ -172,8 +172,13 @@ def read_config(bench_dir: str) -> Parsed:
         detail = f"nested deeper than {MAX_YAML_FLOW_DEPTH} levels of brackets"
         return Parsed(reason=Reason.CONFIG_UNREADABLE, detail=detail)
 
+    # libyaml's C loader overflows the C stack (a segfault) on deep block nesting too;
+    # the pure-Python loader raises RecursionError instead. Real configs have a few dozen
+    # nesting marks, so only a suspicious file pays for the slower loader.
+    marks = text.count("- ") + text.count(": ") + text.count("[") + text.count("{")
+    loader = yaml.SafeLoader if marks > MAX_YAML_FLOW_DEPTH else YamlLoader
     try:
-        document = yaml.load(text, Loader=YamlLoader)
+        document = yaml.load(text, Loader=loader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -224,6 +229,7 @@ def parse_run_log(text: str) -> RunLog:
     """Find the ``Output:`` dir and the span from first to last timestamped line."""
     first: dt.datetime | None = None
     last: dt.datetime | None = None
+    backwards = False
     output_dir: str | None = None
 
     for line in text.splitlines():
@@ -235,12 +241,16 @@ def parse_run_log(text: str) -> RunLog:
         except ValueError:
             continue
         first = stamp if first is None else first
+        backwards = backwards or (last is not None and stamp < last)
         last = stamp
         message = match.group(3)
         if match.group(2) == "INFO" and message.startswith(_OUTPUT_PREFIX):
             output_dir = message[len(_OUTPUT_PREFIX) :].strip()
 
     wall = (last - first).total_seconds() if first is not None and last is not None else None
+    if wall is not None and (wall < 0 or backwards):
+        # The clock went back (or lines are out of order): the span means nothing.
+        wall = None
     return RunLog(output_dir=output_dir, wall_seconds=wall)
 
 

@@ -37,6 +37,7 @@ from .findings import Finding, Reason, Scope
 from .outputs import atomic_write_text, frame_to_csv_text
 from .params import (
     DEFAULT_HOST_TAGS,
+    check_output_dir,
     default_paper_tables_dir,
     normalise_host_tag,
     normalise_path_parameter,
@@ -505,6 +506,7 @@ def run_audit(
     paper_tables_dir = normalise_path_parameter("paper_tables_dir", paper_tables_dir)
     rel_tol = normalise_tolerance("rel_tol", rel_tol)
     abs_tol = normalise_tolerance("abs_tol", abs_tol)
+    check_output_dir("output_dir", output_dir)
 
     with capture_audit_log() as log_lines:
         listed = read_bench_list(bench_list, project_root)
@@ -581,6 +583,7 @@ def build_tables(
     host_tag = normalise_host_tag(host_tag, allowed_host_tags)
     truthfulness_json = normalise_path_parameter("truthfulness_json", truthfulness_json)
     output_dir = normalise_path_parameter("output_dir", output_dir)
+    check_output_dir("output_dir", output_dir)
 
     with capture_audit_log() as log_lines:
         truth = load_truth(truthfulness_json)

@@ -41,6 +41,23 @@ class BenchList:
     findings: list[Finding]
 
 
+def _follow_dir_links(location: str, project_root: str) -> str:
+    """Where a listed ``latest``-style link points, when that stays inside the project root.
+
+    The dir's own name carries its experiment name, and run logs name the real dir;
+    a link to a place outside the root (a ``runs/`` on another disk) is kept as listed.
+    """
+    current = location
+    for _ in range(40):
+        if not os.path.islink(current):
+            break
+        target = os.path.normpath(os.path.join(os.path.dirname(current), os.readlink(current)))
+        if lexical_relative(target, project_root) is None:
+            return location
+        current = target
+    return current
+
+
 def parse_bench_list_text(text: str) -> list[tuple[int, str]]:
     """Return ``(line number, path)`` for every line that names a bench dir.
 
@@ -123,7 +140,8 @@ def read_bench_list(bench_list: str, project_root: str) -> BenchList:
     entries: list[BenchEntry] = []
     first_line_of: dict[tuple[str, object], BenchEntry] = {}
     for number, listed in named:
-        location = os.path.normpath(os.path.join(project_root, listed))
+        spelled = os.path.normpath(os.path.join(project_root, listed))
+        location = _follow_dir_links(spelled, project_root)
         relative = lexical_relative(location, project_root)
         entry = BenchEntry(
             path=relative if relative is not None else f"{shown}:{number}",
@@ -141,7 +159,7 @@ def read_bench_list(bench_list: str, project_root: str) -> BenchList:
                     Scope.BENCH_LIST,
                     f"{shown}:{number}",
                     f"names the same dir as line {earlier.line} ({earlier.path}); counted once",
-                    item=entry.path,
+                    item=lexical_relative(spelled, project_root) or entry.path,
                 )
             )
             continue

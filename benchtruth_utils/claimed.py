@@ -182,6 +182,8 @@ def compare_cells(
                 if claimed_value is not None and true_value is not None
                 else None
             )
+            if difference is not None and not math.isfinite(difference):
+                difference = None
             differing.append(
                 {
                     "column": column,
@@ -246,12 +248,24 @@ def mark_claimed_rows(
 
     findings = _duplicate_rows(claimed_rows) if has_keys else []
     marked = claimed_rows.copy()
-    marked["truth_status"] = statuses
-    marked["truth_reason"] = reasons
+    status_column, reason_column = _free_names(list(claimed_rows.columns))
+    marked[status_column] = statuses
+    marked[reason_column] = reasons
     counts = {
         status: statuses.count(status) for status in (STATUS_BACKED, STATUS_DRIFTED, STATUS_PHANTOM)
     }
     return MarkedTable(marked, phantom_rows, drifted_rows, counts, findings)
+
+
+def _free_names(columns: list[str]) -> tuple[str, str]:
+    """``truth_status`` and ``truth_reason``, or a suffixed pair when the claimed table has them.
+
+    A claimed table marked by an earlier tool keeps its own columns untouched.
+    """
+    suffix = ""
+    while f"truth_status{suffix}" in columns or f"truth_reason{suffix}" in columns:
+        suffix = "_benchtruth" if not suffix else suffix + "_"
+    return f"truth_status{suffix}", f"truth_reason{suffix}"
 
 
 def _duplicate_rows(claimed_rows: pd.DataFrame) -> list[Finding]:

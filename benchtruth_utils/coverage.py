@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ PLAN_KEYS = {
     "module_variants": "module_variant",
 }
 ALL_SEEDS = "all seeds"
+MAX_PLANNED_RUNS = 100_000
 ALL_CONFIGURATIONS_IDENTICAL = "all configurations identical per seed"
 
 Config = tuple[str, str, str]
@@ -64,6 +66,11 @@ def plan_from_config(config: Parsed) -> Plan:
             )
         axes.append(values)
 
+    planned = math.prod(len(axis) for axis in axes)
+    if planned > MAX_PLANNED_RUNS:
+        # A 2 kB config can plan billions of runs; multiplying them out would exhaust memory.
+        detail = f"plans {planned} runs, more than the {MAX_PLANNED_RUNS} a bench dir may plan"
+        return Plan(reason=Reason.PLAN_UNREADABLE, detail=detail)
     return Plan(cells=tuple(itertools.product(*axes)))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,13 @@ def coverage_matrix(grid: Mapping[str, Any]) -> tuple[np.ndarray, list[str], lis
     return matrix, rows, list(grid["columns"])
 
 
+def _plain(label: str) -> str:
+    # Matplotlib reads text between two '$' as mathtext and fails on what it cannot parse;
+    # control characters have no glyph.
+    label = "".join(" " if character < " " else character for character in label)
+    return label.replace("$", r"\$")
+
+
 def plot_coverage_heatmap(grid: Mapping[str, Any]) -> Figure:
     """Bench dirs by configuration and seed, coloured real / superseded / excluded / missing."""
     matrix, rows, columns = coverage_matrix(grid)
@@ -52,9 +60,13 @@ def plot_coverage_heatmap(grid: Mapping[str, Any]) -> Figure:
         aspect="auto",
         interpolation="nearest",
     )
-    axes.set_yticks(range(len(rows)), labels=[row.rsplit("/", 1)[-1] for row in rows], fontsize=7)
+    axes.set_yticks(
+        range(len(rows)), labels=[_plain(row.rsplit("/", 1)[-1]) for row in rows], fontsize=7
+    )
     if len(columns) <= _MAX_LABELLED_COLUMNS:
-        axes.set_xticks(range(len(columns)), labels=columns, fontsize=6, rotation=90)
+        axes.set_xticks(
+            range(len(columns)), labels=[_plain(c) for c in columns], fontsize=6, rotation=90
+        )
     else:
         axes.set_xticks([])
     axes.set_xlabel("configuration (backbone/fusion_type/module_variant/seed)")
@@ -67,7 +79,10 @@ def plot_coverage_heatmap(grid: Mapping[str, Any]) -> Figure:
         if state in legend
     ]
     axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
-    figure.tight_layout()
+    with warnings.catch_warnings():
+        # Very long labels leave tight_layout no room; the figure is still drawn.
+        warnings.simplefilter("ignore", UserWarning)
+        figure.tight_layout()
     return figure
 
 

@@ -72,13 +72,21 @@ def neutralise_formula(text: str) -> str:
     return text
 
 
+def _one_line_end(text: str) -> str:
+    # The csv writer quotes a cell holding "\n" (our line end) but not a lone "\r", which
+    # readers then take for a line end and split the row; inside a cell both become "\n".
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def frame_to_csv_text(frame: pd.DataFrame, text_columns: list[str] | tuple[str, ...]) -> str:
     """Render a frame as CSV: blanks for missing values, safe text cells, LF line ends."""
     safe = frame.copy()
     for column in text_columns:
         if column in safe.columns:
             safe[column] = safe[column].map(
-                lambda cell: neutralise_formula(cell) if isinstance(cell, str) else cell
+                lambda cell: (
+                    neutralise_formula(_one_line_end(cell)) if isinstance(cell, str) else cell
+                )
             )
     return safe.to_csv(index=False, na_rep="", lineterminator="\n")
 

@@ -26,7 +26,7 @@ def normalise_host_tag(
         raise ParameterError("host_tag", host_tag, "text or a whole number such as 4090")
 
     text = str(host_tag).strip()
-    allowed = [str(tag).strip() for tag in allowed_host_tags]
+    allowed = normalise_allowed_host_tags(allowed_host_tags)
     if not _PLAIN_TOKEN.match(text):
         raise ParameterError("host_tag", host_tag, "a plain token of letters, digits, '_' or '-'")
     if text not in allowed:
@@ -34,13 +34,47 @@ def normalise_host_tag(
     return text
 
 
+def normalise_allowed_host_tags(allowed_host_tags: object) -> list[str]:
+    """The allowed host tags as a list of text; a bare string would be read letter by letter."""
+    if isinstance(allowed_host_tags, (str, bytes, int)) or not isinstance(
+        allowed_host_tags, Iterable
+    ):
+        raise ParameterError(
+            "allowed_host_tags", allowed_host_tags, "a list such as ['3090', '4090']"
+        )
+    allowed = []
+    for tag in allowed_host_tags:
+        if isinstance(tag, bool) or not isinstance(tag, (str, int)):
+            raise ParameterError(
+                "allowed_host_tags", allowed_host_tags, "a list of text or numbers"
+            )
+        allowed.append(str(tag).strip())
+    return allowed
+
+
 def normalise_path_parameter(name: str, value: object) -> str:
     """A path parameter as non-empty text (papermill may hand over other types)."""
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
-    if not isinstance(value, str) or not value.strip():
-        raise ParameterError(name, value, "a non-empty path")
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise ParameterError(name, value, "a non-empty path without NUL characters")
     return value.strip()
+
+
+def check_output_dir(name: str, output_dir: str) -> None:
+    """Refuse an output folder that cannot be written, before anything is read or written."""
+    existing = output_dir
+    while existing and not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    existing = existing or "."
+    if not os.path.isdir(existing):
+        raise ParameterError(name, output_dir, "a folder (a file of that name is in the way)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ParameterError(name, output_dir, "a folder this process may write to")
+    for sub in ("logs",):
+        inner = os.path.join(output_dir, sub)
+        if os.path.exists(inner) and not os.path.isdir(inner):
+            raise ParameterError(name, output_dir, f"a folder in which '{sub}' is a folder too")
 
 
 def default_paper_tables_dir(output_dir: str) -> str:
@@ -67,11 +101,7 @@ def audit_parameters(
     ParameterError
         For any parameter the audit would refuse, before anything is written.
     """
-    if isinstance(allowed_host_tags, (str, int)) or not isinstance(allowed_host_tags, Iterable):
-        raise ParameterError(
-            "allowed_host_tags", allowed_host_tags, "a list such as ['3090', '4090']"
-        )
-    allowed = [str(tag).strip() for tag in allowed_host_tags]
+    allowed = normalise_allowed_host_tags(allowed_host_tags)
     output_dir = normalise_path_parameter("output_dir", output_dir)
     if paper_tables_dir is None or paper_tables_dir == "":
         paper_tables_dir = default_paper_tables_dir(output_dir)
@@ -117,7 +147,7 @@ def tables_parameters(
     allowed_host_tags: object = DEFAULT_HOST_TAGS,
 ) -> dict[str, object]:
     """The 02 notebook's parameters, normalised: what :func:`build_tables` will really use."""
-    allowed = [str(tag).strip() for tag in allowed_host_tags]
+    allowed = normalise_allowed_host_tags(allowed_host_tags)
     return {
         "host_tag": normalise_host_tag(host_tag, allowed),
         "truthfulness_json": normalise_path_parameter("truthfulness_json", truthfulness_json),

@@ -62,6 +62,7 @@ def scrub_text(text: str, *roots: str | os.PathLike[str]) -> str:
 _ABSOLUTE_PATH = re.compile(
     r"(?<![\w.~-])(?:(?:/[^\s/'\"`,;()\[\]{}<>|]+){2,}/?|[A-Za-z]:\\[^\s'\"`,;]+|~/[^\s'\"`,;]+)"
 )
+MAX_QUOTED_CHARS = 200
 _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 120, 60
 _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxlong = 6, 6, 6, 40
@@ -86,4 +87,7 @@ def short_repr(value: object) -> str:
 
     Bounded because a value can be a YAML alias bomb whose full repr never ends.
     """
-    return safe_text(_SHORT.repr(value))
+    text = _SHORT.repr(value)
+    if len(text) > MAX_QUOTED_CHARS:
+        text = text[: MAX_QUOTED_CHARS - 3] + "..."
+    return safe_text(text)

@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .outputs import atomic_write_bytes, frame_to_csv_text, write_json
@@ -62,10 +63,26 @@ def summarize_runs(real_runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     summary = grouped.size().rename("n_runs").to_frame()
     for metric in QUALITY_METRICS:
         stats = grouped[metric].agg(["mean", "std", "count"])
+        overflowed = ~np.isfinite(stats["mean"]) & stats["count"].gt(0)
+        overflowed |= ~np.isfinite(stats["std"]) & stats["count"].gt(1)
+        if overflowed.any():
+            # Finite values whose sum overflows: recompute those groups on a scaled copy.
+            for key in stats.index[overflowed]:
+                stats.loc[key, ["mean", "std"]] = _scaled_mean_std(grouped[metric].get_group(key))
         summary[f"{metric}_mean"] = stats["mean"]
         summary[f"{metric}_std"] = stats["std"]
         summary[f"{metric}_count"] = stats["count"]
     return summary.reset_index()
+
+
+def _scaled_mean_std(values: pd.Series) -> tuple[float, float]:
+    """Mean and sample std of finite values near the float limit, without overflow."""
+    finite = values.dropna().to_numpy(dtype="float64")
+    scale = float(np.max(np.abs(finite)))
+    scaled = finite / scale
+    mean = float(np.mean(scaled)) * scale
+    std = float(np.std(scaled, ddof=1)) * scale if len(finite) > 1 else float("nan")
+    return mean, std
 
 
 def _shortfall_note(row: Mapping[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import jsonschema
 
-from .errors import TruthFileError
+from .errors import ParameterError, TruthFileError
 from .outputs import write_json
 
 SCHEMA_VERSION = 1
@@ -47,10 +47,13 @@ METRIC_EXTRACTION_MAPPING = {
 def generation_time() -> str:
     """The one time an output carries: now in UTC, or ``SOURCE_DATE_EPOCH`` when set."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if epoch.isdigit():
-        moment = dt.datetime.fromtimestamp(int(epoch), tz=dt.UTC)
-    else:
+    if not epoch:
         moment = dt.datetime.now(tz=dt.UTC).replace(microsecond=0)
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        moment = dt.datetime.fromtimestamp(int(epoch), tz=dt.UTC)
+    except (ValueError, OverflowError, OSError) as err:
+        raise ParameterError("SOURCE_DATE_EPOCH", epoch, "whole seconds since 1970") from err
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -123,6 +126,8 @@ def load_truth(path: str) -> dict[str, Any]:
         raise TruthFileError(shown, "no such file; run 01_audit first") from err
     except (OSError, ValueError) as err:
         raise TruthFileError(shown, f"not a readable JSON document ({err})") from err
+    except RecursionError as err:
+        raise TruthFileError(shown, "not a readable JSON document (nested too deeply)") from err
 
     if not isinstance(document, dict):
         raise TruthFileError(shown, "top level is not an object")
