@@ -13,7 +13,7 @@ CLAIMED_TABLES ?= $(EXAMPLE_STAMP)/paper_tables
 OUT ?= build/example_$(HOST)
 STRICT ?= 0
 
-.PHONY: help venv audit test lint clean
+.PHONY: help venv audit verify test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 10
@@ -43,6 +43,11 @@ audit: venv ## audit the bundled example (HOST, BENCH_LIST, PROJECT_ROOT, CLAIME
 		-p output_dir $(OUT)/paper_tables || status=$$?; \
 	echo "audit of $(BENCH_LIST) for host $(HOST) written to $(OUT)/"; \
 	exit $$status
+
+verify: venv ## re-hash the artifacts behind a truth file (TRUTH, PROJECT_ROOT); fails on any change
+	$(BIN)/python -m benchtruth_utils verify \
+		--truth $(or $(TRUTH),$(OUT)/analysis/benchmark_truthfulness.json) \
+		--project-root $(PROJECT_ROOT)
 
 test: lint ## run ruff, then the test suite (what CI runs)
 	$(BIN)/python -m pytest

@@ -1,0 +1,94 @@
+"""The command line: audit through papermill, verify, check-notebook."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import CASES, REALRUNS, audit_case
+
+from benchtruth_utils.__main__ import main
+
+CASE = CASES / "bool_spellings"
+
+
+def test_verify_reports_unchanged_changed_and_missing_artifacts(tmp_path, capsys):
+    project = tmp_path / "project"
+    shutil.copytree(REALRUNS, project, symlinks=True)
+    result, _ = audit_case(project, tmp_path / "out")
+    truth = ["verify", "--truth", result.truth_path, "--project-root", str(project)]
+
+    assert main(truth) == 0
+    assert capsys.readouterr().out.endswith("14 unchanged, 0 changed, 0 missing\n")
+
+    listed = project / "runs/benchmarks/b11_v2_edgar_off_h14_sf0_20261203_160959/metrics.json"
+    listed.write_text(listed.read_text().replace("877.98", "877.97", 1))
+    gone = project / "runs/benchmarks/b11_v2_edgar_on_h45_sf0_20261203_161912/metrics.json"
+    gone.unlink()
+
+    assert main(truth) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "changed: runs/benchmarks/b11_v2_edgar_off_h14_sf0_20261203_160959/metrics.json",
+        "missing: runs/benchmarks/b11_v2_edgar_on_h45_sf0_20261203_161912/metrics.json",
+        "benchtruth verify: 12 unchanged, 1 changed, 1 missing",
+    ]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    shutil.copytree(CASE, root / "case", symlinks=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("SOURCE_DATE_EPOCH", "0")
+        arguments = [
+            "audit",
+            "--host-tag",
+            "4090",
+            "--bench-list",
+            "case/runs/orchestrator/s1/bench_dirs_all.txt",
+            "--project-root",
+            "case",
+            "--paper-tables-dir",
+            "case/runs/orchestrator/s1/paper_tables",
+            "--out",
+            "out",
+        ]
+        plain = main(arguments)
+        strict = main([*arguments, "--strict"])
+        checked = main(
+            [
+                "check-notebook",
+                "out/analysis/01_audit_4090.ipynb",
+                "out/paper_tables/02_tables_4090.ipynb",
+            ]
+        )
+    return root, plain, strict, checked
+
+
+def test_cli_audit_writes_both_folders_and_exits_like_the_gate(cli_run):
+    root, plain, strict, checked = cli_run
+
+    assert (plain, strict, checked) == (0, 1, 0)
+    for name in ("analysis/benchmark_truthfulness.json", "paper_tables/main_results.csv"):
+        assert (root / "out" / name).is_file()
+
+
+def test_cli_audit_records_no_absolute_path_in_the_notebooks(cli_run):
+    root = cli_run[0]
+
+    for name in ("analysis/01_audit_4090.ipynb", "paper_tables/02_tables_4090.ipynb"):
+        text = (root / "out" / name).read_text()
+        assert str(root) not in text and "/work/" not in text
+        papermill = json.loads(text)["metadata"]["papermill"]
+        assert papermill["input_path"].startswith("benchtruth/notebooks/")
+
+
+def test_cli_audit_refusal_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+
+    code = main(["audit", "--host-tag", "5090", "--bench-list", "x.txt", "--out", "out"])
+
+    assert code == 2
+    assert "ParameterError" in capsys.readouterr().err
