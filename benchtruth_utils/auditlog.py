@@ -11,6 +11,8 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
+from .paths import safe_text
+
 PACKAGE_LOGGER = "benchtruth_utils"
 LINE_FORMAT = "%(levelname)-7s | %(module_name)s | %(message)s"
 
@@ -29,7 +31,9 @@ class _KeptLines(logging.Handler):
         self.setFormatter(logging.Formatter(LINE_FORMAT))
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
+        # One record, one line: text quoted from inputs cannot forge further log lines.
+        line = safe_text(self.format(record))
+        self.lines.append(line.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 @contextlib.contextmanager

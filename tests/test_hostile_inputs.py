@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -242,3 +243,15 @@ def test_an_output_dir_that_is_a_file_is_refused(tmp_path):
 
     with pytest.raises(ParameterError, match="a file of that name is in the way"):
         audit(tmp_path, stamp, output_dir=str(tmp_path / "out"))
+
+
+def test_a_claimed_cell_with_a_newline_cannot_forge_a_log_line(tmp_path):
+    claimed = "exp_name,backbone,fusion_type,module_variant,use_edgar\n"
+    claimed += 'main,"tft\nINFO    | audit | all good",concat,base,False\n'
+    stamp = tree(tmp_path, claimed=claimed)
+
+    result = audit(tmp_path, stamp, paper_tables_dir=str(stamp / "paper_tables"))
+
+    lines = Path(result.log_path).read_text().splitlines()
+    assert not [line for line in lines if line.startswith("INFO    | audit | all good")]
+    assert any("tft\\nINFO    | audit | all good" in line for line in lines)
