@@ -7,10 +7,17 @@ else is here so that it can be tested without a notebook.
 __version__ = "0.1.0"
 
 from .audit import AuditResult, build_tables, run_audit
-from .errors import BenchListError, BenchtruthError, ParameterError, TruthFileError
+from .errors import (
+    ArtifactsChangedError,
+    BenchListError,
+    BenchtruthError,
+    ParameterError,
+    TruthFileError,
+)
 from .evidence import StrictAuditError, check_executed_notebook, enforce_strict, strict_failures
 
 __all__ = [
+    "ArtifactsChangedError",
     "AuditResult",
     "BenchListError",
     "BenchtruthError",

@@ -14,9 +14,10 @@ import sys
 
 import nbformat
 
-from .errors import BenchtruthError
-from .evidence import check_executed_notebook, strict_failures
+from .errors import BenchtruthError, ParameterError
+from .evidence import check_executed_notebook, finish_executed_notebook, strict_failures
 from .outputs import atomic_write_text
+from .params import normalise_host_tag
 from .truth import load_truth
 from .verify import verify_truth
 
@@ -28,13 +29,21 @@ logger = logging.getLogger("benchtruth_utils.cli")
 def _execute(name: str, output: str, parameters: dict) -> None:
     import papermill
 
-    papermill.execute_notebook(
-        os.path.join(NOTEBOOKS, name),
-        output,
-        parameters=parameters,
-        kernel_name="python3",
-        progress_bar=False,
-    )
+    try:
+        papermill.execute_notebook(
+            os.path.join(NOTEBOOKS, name),
+            output,
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=False,
+        )
+    finally:
+        if os.path.exists(output):
+            _record_notebook_path(output, name)
+            finish_executed_notebook(output)
+
+
+def _record_notebook_path(output: str, name: str) -> None:
     # Papermill records where the source notebook was read from, an absolute local path
     # here; the evidence names it by its place in the benchtruth repository instead.
     executed = nbformat.read(output, as_version=4)
@@ -43,43 +52,69 @@ def _execute(name: str, output: str, parameters: dict) -> None:
     atomic_write_text(output, nbformat.writes(executed) + "\n")
 
 
+def _relative(name: str, path: str | None) -> str | None:
+    """A path argument relative to the working directory, as the evidence records it."""
+    if path is None:
+        return None
+    relative = os.path.relpath(os.path.abspath(path))
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        raise ParameterError(
+            name, path, "a path inside the working directory (run from the project root)"
+        )
+    return relative
+
+
 def command_audit(arguments: argparse.Namespace) -> int:
     """Run 01 then 02 into OUT/analysis and OUT/paper_tables; exit like the CI gate."""
     import papermill
 
-    host = str(arguments.host_tag)
-    analysis = os.path.join(arguments.out, "analysis")
-    tables = os.path.join(arguments.out, "paper_tables")
+    host = normalise_host_tag(arguments.host_tag)
+    out = _relative("--out", arguments.out)
+    project_root = _relative("--project-root", arguments.project_root)
+    analysis = os.path.join(out, "analysis")
+    tables = os.path.join(out, "paper_tables")
+    audit_parameters = {
+        "host_tag": host,
+        "bench_list": _relative("--bench-list", arguments.bench_list),
+        "output_dir": analysis,
+        "paper_tables_dir": _relative("--paper-tables-dir", arguments.paper_tables_dir),
+        "project_root": project_root,
+        "strict": arguments.strict,
+    }
     os.makedirs(analysis, exist_ok=True)
     os.makedirs(tables, exist_ok=True)
 
-    audit_parameters = {
+    # With --strict the 01 notebook fails after writing everything; 02 still runs.
+    gate_failed = False
+    audit_notebook = os.path.join(analysis, f"01_audit_{host}.ipynb")
+    try:
+        _execute("01_audit.ipynb", audit_notebook, audit_parameters)
+    except papermill.PapermillExecutionError as err:
+        if err.ename != "StrictAuditError":
+            print(f"benchtruth: refused: {err.ename}: {err.evalue}", file=sys.stderr)
+            return 2
+        gate_failed = True
+
+    truth_path = os.path.join(analysis, "benchmark_truthfulness.json")
+    tables_parameters = {
         "host_tag": host,
-        "bench_list": arguments.bench_list,
-        "output_dir": analysis,
-        "paper_tables_dir": arguments.paper_tables_dir,
-        "project_root": arguments.project_root,
-        "strict": False,
+        "truthfulness_json": truth_path,
+        "output_dir": tables,
+        "project_root": project_root,
     }
     try:
         _execute(
-            "01_audit.ipynb", os.path.join(analysis, f"01_audit_{host}.ipynb"), audit_parameters
-        )
-        truth_path = os.path.join(analysis, "benchmark_truthfulness.json")
-        _execute(
-            "02_tables.ipynb",
-            os.path.join(tables, f"02_tables_{host}.ipynb"),
-            {"host_tag": host, "truthfulness_json": truth_path, "output_dir": tables},
+            "02_tables.ipynb", os.path.join(tables, f"02_tables_{host}.ipynb"), tables_parameters
         )
     except papermill.PapermillExecutionError as err:
         print(f"benchtruth: refused: {err.ename}: {err.evalue}", file=sys.stderr)
         return 2
 
     failures = strict_failures(load_truth(truth_path))
-    print(f"benchtruth: audit of host {host} written to {arguments.out}")
+    print(f"benchtruth: audit of host {host} written to {out}")
     if failures:
         print("benchtruth: findings: " + "; ".join(failures))
-    return 1 if failures and arguments.strict else 0
+    return 1 if gate_failed else 0
 
 
 def command_verify(arguments: argparse.Namespace) -> int:

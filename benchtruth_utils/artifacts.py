@@ -147,13 +147,17 @@ def read_status_run(bench_dir: str) -> Parsed:
     if problem is not None:
         return Parsed(reason=Reason.STATUS_RUN_UNREADABLE, detail=detail)
 
+    digest = hashlib.sha256(data).hexdigest()
+
     document, problem, detail = _decode_json(data)
     if problem is not None:
-        return Parsed(reason=Reason.STATUS_RUN_UNREADABLE, detail=detail)
+        return Parsed(sha256=digest, reason=Reason.STATUS_RUN_UNREADABLE, detail=detail)
     if not isinstance(document, dict):
         found = type(document).__name__
-        return Parsed(reason=Reason.STATUS_RUN_UNREADABLE, detail=f"top level is {found}")
-    return Parsed(value=document)
+        return Parsed(
+            sha256=digest, reason=Reason.STATUS_RUN_UNREADABLE, detail=f"top level is {found}"
+        )
+    return Parsed(sha256=digest, value=document)
 
 
 def read_config(bench_dir: str) -> Parsed:
@@ -164,13 +168,17 @@ def read_config(bench_dir: str) -> Parsed:
     if problem is not None:
         return Parsed(reason=Reason.CONFIG_UNREADABLE, detail=detail)
 
+    digest = hashlib.sha256(data).hexdigest()
+
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        return Parsed(reason=Reason.CONFIG_UNREADABLE, detail=f"not UTF-8 text ({err.reason})")
+        return Parsed(
+            sha256=digest, reason=Reason.CONFIG_UNREADABLE, detail=f"not UTF-8 text ({err.reason})"
+        )
     if _flow_depth(text) > MAX_YAML_FLOW_DEPTH:
         detail = f"nested deeper than {MAX_YAML_FLOW_DEPTH} levels of brackets"
-        return Parsed(reason=Reason.CONFIG_UNREADABLE, detail=detail)
+        return Parsed(sha256=digest, reason=Reason.CONFIG_UNREADABLE, detail=detail)
 
     # libyaml's C loader overflows the C stack (a segfault) on deep block nesting too;
     # the pure-Python loader raises RecursionError instead. Real configs have a few dozen
@@ -182,20 +190,28 @@ def read_config(bench_dir: str) -> Parsed:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        return Parsed(reason=Reason.CONFIG_UNREADABLE, detail=f"not valid YAML{where}")
+        return Parsed(
+            sha256=digest, reason=Reason.CONFIG_UNREADABLE, detail=f"not valid YAML{where}"
+        )
     except RecursionError:
-        return Parsed(reason=Reason.CONFIG_UNREADABLE, detail="not valid YAML (nested too deeply)")
+        return Parsed(
+            sha256=digest,
+            reason=Reason.CONFIG_UNREADABLE,
+            detail="not valid YAML (nested too deeply)",
+        )
     except ValueError as err:
         # A scalar past Python's integer digit limit, for one.
         detail = f"not readable YAML ({str(err).split(';')[0]})"
-        return Parsed(reason=Reason.CONFIG_UNREADABLE, detail=detail)
+        return Parsed(sha256=digest, reason=Reason.CONFIG_UNREADABLE, detail=detail)
 
     if not isinstance(document, dict):
         found = type(document).__name__
         return Parsed(
-            reason=Reason.CONFIG_UNREADABLE, detail=f"top level is {found}, not a mapping"
+            sha256=digest,
+            reason=Reason.CONFIG_UNREADABLE,
+            detail=f"top level is {found}, not a mapping",
         )
-    return Parsed(value=document)
+    return Parsed(sha256=digest, value=document)
 
 
 def _flow_depth(text: str) -> int:
@@ -259,4 +275,5 @@ def read_run_log(path: str) -> Parsed:
     data, problem, detail = _read_bytes(path)
     if problem is not None:
         return Parsed(reason=Reason.RUN_LOG_UNREADABLE, detail=detail)
-    return Parsed(value=parse_run_log(data.decode("utf-8", errors="replace")))
+    digest = hashlib.sha256(data).hexdigest()
+    return Parsed(value=parse_run_log(data.decode("utf-8", errors="replace")), sha256=digest)

@@ -21,7 +21,15 @@ from typing import Any
 import pandas as pd
 
 from . import __version__
-from .artifacts import read_config, read_metrics, read_run_log, read_status_run
+from .artifacts import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    STATUS_RUN_FILE,
+    read_config,
+    read_metrics,
+    read_run_log,
+    read_status_run,
+)
 from .auditlog import capture_audit_log
 from .benchlist import BenchEntry, BenchList, find_unlisted_dirs, read_bench_list
 from .claimed import (
@@ -32,8 +40,16 @@ from .claimed import (
     read_claimed_table,
 )
 from .coverage import Plan, compare_plan, coverage_grid, find_inert_factors, plan_from_config
-from .figures import COVERAGE_HEATMAP_FILE, plot_coverage_heatmap, save_png
+from .errors import ArtifactsChangedError
+from .figures import (
+    COVERAGE_HEATMAP_FILE,
+    METRICS_PLOT_FILE,
+    plot_coverage_heatmap,
+    plot_metrics_by_configuration,
+    save_png,
+)
 from .findings import Finding, Reason, Scope
+from .latex import LATEX_FILE, main_results_latex
 from .outputs import atomic_write_text, frame_to_csv_text
 from .params import (
     DEFAULT_HOST_TAGS,
@@ -46,7 +62,7 @@ from .params import (
 from .paths import display_path, lexical_relative
 from .report import render_report
 from .runs import KEY_FIELDS, RunRecord, records_from_dir, select_newest
-from .tables import summarize_runs, write_tables, written_by_benchtruth
+from .tables import MAIN_RESULTS_FILE, summarize_runs, write_tables, written_by_benchtruth
 from .truth import (
     METRIC_EXTRACTION_MAPPING,
     SCHEMA_VERSION,
@@ -55,6 +71,7 @@ from .truth import (
     load_truth,
     write_truth,
 )
+from .verify import verify_truth
 
 logger = logging.getLogger(__name__)
 
@@ -149,12 +166,14 @@ class RunLogIndex:
     wall_seconds: dict[str, float]
     log_of: dict[str, str]
     warnings: list[Finding]
+    sha256_of: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def index_run_logs(logs_dir: str, project_root: str) -> RunLogIndex:
     """Read every ``*.log`` in ``logs_dir`` and tie it to the bench dir it produced."""
     claims: dict[str, list[tuple[str, float | None]]] = {}
     warnings: list[Finding] = []
+    sha256_of: dict[str, str] = {}
 
     for path in sorted(glob.glob(os.path.join(glob.escape(logs_dir), "*.log"))):
         shown = display_path(path, project_root)
@@ -163,6 +182,7 @@ def index_run_logs(logs_dir: str, project_root: str) -> RunLogIndex:
             warnings.append(Finding(parsed.reason, Scope.RUN_LOG, shown, parsed.detail))
             continue
         run_log = parsed.value
+        sha256_of[shown] = parsed.sha256
         if run_log.output_dir is None:
             continue
         produced = lexical_relative(os.path.join(project_root, run_log.output_dir), project_root)
@@ -188,7 +208,7 @@ def index_run_logs(logs_dir: str, project_root: str) -> RunLogIndex:
         if wall is not None:
             wall_seconds[run_dir] = wall
 
-    return RunLogIndex(wall_seconds, log_of, warnings)
+    return RunLogIndex(wall_seconds, log_of, warnings, sha256_of)
 
 
 @dataclasses.dataclass
@@ -222,7 +242,10 @@ def scan_bench_dirs(
             "real_runs": 0,
             "excluded_results": 0,
             "run_log": run_logs.log_of.get(entry.path),
+            "artifacts": {},
         }
+        if summary["run_log"] is not None:
+            summary["artifacts"][summary["run_log"]] = run_logs.sha256_of[summary["run_log"]]
         scan.bench_dirs.append(summary)
 
         unusable = check_bench_dir(entry)
@@ -232,13 +255,23 @@ def scan_bench_dirs(
             continue
 
         config = read_config(entry.location)
+        metrics = read_metrics(entry.location)
+        status_run = read_status_run(entry.location)
         verdict = records_from_dir(
             entry.path,
-            metrics=read_metrics(entry.location),
-            status_run=read_status_run(entry.location),
+            metrics=metrics,
+            status_run=status_run,
             config=config,
             log_wall_seconds=run_logs.wall_seconds.get(entry.path),
         )
+        # Every file whose content decided something, so that verify can re-hash it.
+        for name, parsed in (
+            (METRICS_FILE, metrics),
+            (STATUS_RUN_FILE, status_run),
+            (CONFIG_FILE, config),
+        ):
+            if parsed.sha256 is not None:
+                summary["artifacts"][f"{entry.path}/{name}"] = parsed.sha256
         plan = plan_from_config(config)
         scan.plans[entry.path] = plan
         scan.records.extend(verdict.records)
@@ -286,7 +319,12 @@ def _mark_claimed(
             )
             claimed_path = kept_claimed
         else:
-            detail = "written by benchtruth 02_tables, and no kept claimed table is recorded"
+            # Auditing benchtruth's own table would pass it: there is no claimed table.
+            detail = (
+                "written by benchtruth 02_tables, and no kept claimed table is recorded; "
+                "treated as no claimed table"
+            )
+            claimed_path = os.path.join(os.path.dirname(claimed_path), ".no-claimed-table")
         notes.append(
             Finding(
                 Reason.CLAIMED_TABLE_WRITTEN_BY_BENCHTRUTH, Scope.CLAIMED_TABLE, shown_ours, detail
@@ -569,16 +607,28 @@ def build_tables(
     output_dir: str,
     host_tag: object = "4090",
     allowed_host_tags: Iterable[object] = DEFAULT_HOST_TAGS,
+    project_root: str | None = None,
+    allow_changed_artifacts: bool = False,
+    decimals: int = 3,
 ) -> dict[str, pd.DataFrame]:
-    """Write ``main_results.csv`` and ``efficiency.csv`` from a truth document alone.
+    """Write the paper tables and their figure from a truth document alone.
 
-    A table of the same name that benchtruth did not write (the claimed one) is
-    kept beside it first, under a name that never overwrites an earlier kept copy.
+    Writes ``main_results.csv``, ``efficiency.csv``, ``main_results.tex`` and
+    ``metrics_by_configuration.png``. A table of the same name that benchtruth did not
+    write (the claimed one) is kept beside it first, under a name that never overwrites
+    an earlier kept copy. With ``project_root``, every artifact the truth file records
+    is re-hashed first, and tables are refused when one changed or went missing, unless
+    ``allow_changed_artifacts``.
 
     Returns
     -------
     dict
         The two frames, by file name.
+
+    Raises
+    ------
+    ArtifactsChangedError
+        When verification finds changed or missing artifacts and they are not allowed.
     """
     host_tag = normalise_host_tag(host_tag, allowed_host_tags)
     truthfulness_json = normalise_path_parameter("truthfulness_json", truthfulness_json)
@@ -594,8 +644,40 @@ def build_tables(
             len(truth["real_runs"]),
             truth.get("host_tag"),
         )
+        if project_root is not None:
+            _verify_before_tables(truthfulness_json, project_root, allow_changed_artifacts)
+
         frames = write_tables(truth["real_runs"], output_dir, truth.get("inert_factors", ()))
+        main_results = frames[MAIN_RESULTS_FILE]
+        atomic_write_text(
+            os.path.join(output_dir, LATEX_FILE), main_results_latex(main_results, decimals)
+        )
+        logger.info("wrote %s", LATEX_FILE)
+        save_png(
+            plot_metrics_by_configuration(main_results),
+            os.path.join(output_dir, METRICS_PLOT_FILE),
+        )
+        logger.info("wrote %s", METRICS_PLOT_FILE)
 
     log_path = os.path.join(output_dir, "logs", f"tables_{host_tag}.log")
     atomic_write_text(log_path, "\n".join(log_lines) + "\n")
     return frames
+
+
+def _verify_before_tables(truthfulness_json: str, project_root: str, allowed: bool) -> None:
+    report = verify_truth(truthfulness_json, project_root)
+    changed = report["changed"] + report["missing"]
+    logger.info(
+        "verified %d artifacts: %d unchanged, %d changed, %d missing",
+        sum(len(paths) for paths in report.values()),
+        len(report["unchanged"]),
+        len(report["changed"]),
+        len(report["missing"]),
+    )
+    if not changed:
+        return
+    for state in ("changed", "missing"):
+        for path in report[state]:
+            logger.warning("%s since the audit: %s", state, path)
+    if not allowed:
+        raise ArtifactsChangedError(report["changed"], report["missing"])

@@ -36,3 +36,16 @@ class TruthFileError(BenchtruthError):
         self.path = path
         self.reason = reason
         super().__init__(f"truth file {path}: {reason}")
+
+
+class ArtifactsChangedError(BenchtruthError):
+    """Artifacts a truth file was built from have changed since the audit."""
+
+    def __init__(self, changed: list[str], missing: list[str]) -> None:
+        self.changed = changed
+        self.missing = missing
+        listed = ", ".join([*changed, *missing][:5])
+        super().__init__(
+            f"{len(changed)} artifacts changed and {len(missing)} went missing since the audit "
+            f"({listed}); rerun 01_audit, or pass allow_changed_artifacts=True to build anyway"
+        )

@@ -7,6 +7,7 @@ A notebook without a ``parameters`` tag runs on its defaults, a killed kernel or
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,11 +26,16 @@ class StrictAuditError(BenchtruthError):
 
 def strict_failures(truth: Mapping[str, Any]) -> list[str]:
     """What makes a strict audit fail: phantom or drifted rows, conflicts, excluded entries."""
+    claimed = truth["claimed_table"]
+    unchecked = int(
+        not claimed["present"] or (claimed["sha256"] is not None and not claimed["rows"])
+    )
     checks = [
         (truth["phantom_rows_count"], "phantom claimed rows"),
         (truth["drifted_rows_count"], "drifted claimed rows"),
         (len(truth.get("conflicts", [])), "runs that disagree between hosts"),
         (len(truth["excluded"]), "excluded bench dirs or results"),
+        (unchecked, "claimed table not checked (missing or unreadable)"),
     ]
     return [f"{count} {what}" for count, what in checks if count]
 
@@ -104,8 +110,12 @@ def check_executed_notebook(path: str) -> list[str]:
             continue
         if cell.get("execution_count") is None:
             problems.append(f"code cell {index} was not executed")
-        if any(output.get("output_type") == "error" for output in cell.get("outputs", [])):
-            problems.append(f"code cell {index} shows an error")
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        if any(error.get("ename") == "StrictAuditError" for error in errors):
+            problems.append(f"the strict gate failed the run: {errors[0].get('evalue', '')}")
+        elif errors:
+            count = cell.get("execution_count")
+            problems.append(f"code cell {index} (In [{count}]) shows an error")
 
     recorded = papermill.get("parameters", {})
     echoed = echoed_parameters(notebook)
@@ -118,3 +128,53 @@ def check_executed_notebook(path: str) -> list[str]:
         if differing:
             problems.append(f"echoed parameters differ from papermill's: {', '.join(differing)}")
     return problems
+
+
+def pin_notebook_times(notebook: nbformat.NotebookNode, moment: str) -> None:
+    """Replace the clock times papermill and nbclient record with ``moment``, durations with 0.
+
+    Only for ``SOURCE_DATE_EPOCH`` builds, whose promise is byte-identical outputs: the
+    times of a run are then the declared one, as for every other output.
+    """
+    papermill = notebook.metadata.get("papermill", {})
+    for field in ("start_time", "end_time"):
+        if papermill.get(field):
+            papermill[field] = moment
+    if "duration" in papermill:
+        papermill["duration"] = 0.0
+    for cell in notebook.cells:
+        timing = cell.get("metadata", {}).get("papermill", {})
+        for field in ("start_time", "end_time"):
+            if timing.get(field):
+                timing[field] = moment
+        if "duration" in timing:
+            timing["duration"] = 0.0
+        execution = cell.get("metadata", {}).get("execution")
+        if execution:
+            for field in execution:
+                execution[field] = moment
+
+
+def render_html(notebook: nbformat.NotebookNode) -> str:
+    """The executed notebook as one self-contained HTML page (images embedded, no kernel)."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": "evidence"}})
+    return body
+
+
+def finish_executed_notebook(path: str) -> str:
+    """Make an executed notebook a finished record: pinned times (with SOURCE_DATE_EPOCH) and
+    an HTML rendering beside it. Returns the HTML file's path."""
+    from .outputs import atomic_write_text
+    from .truth import generation_time
+
+    notebook = nbformat.read(path, as_version=4)
+    if os.environ.get("SOURCE_DATE_EPOCH", "").strip():
+        pin_notebook_times(notebook, generation_time())
+        atomic_write_text(path, nbformat.writes(notebook) + "\n")
+
+    html_path = os.path.splitext(path)[0] + ".html"
+    atomic_write_text(html_path, render_html(notebook))
+    return html_path

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
@@ -91,3 +92,54 @@ def save_png(figure: Figure, path: str) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", metadata={"Software": None})
     atomic_write_bytes(path, buffer.getvalue())
+
+
+METRICS_PLOT_FILE = "metrics_by_configuration.png"
+
+
+def metric_plot_data(main_results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per table row: a configuration label, the mean and the seed spread (std, 0 if one seed)."""
+    labels = main_results.apply(
+        lambda row: (
+            f"{row['exp_name']} {row['backbone']}/{row['fusion_type']}/"
+            f"{row['module_variant']} edgar={'on' if row['use_edgar'] else 'off'}"
+        ),
+        axis=1,
+    )
+    return pd.DataFrame(
+        {
+            "configuration": labels.astype(str) if len(main_results) else pd.Series(dtype=str),
+            "mean": main_results[f"{metric}_mean"].astype(float),
+            "spread": main_results[f"{metric}_std"].astype(float).fillna(0.0),
+            "n_runs": main_results["n_runs"],
+        }
+    ).reset_index(drop=True)
+
+
+def plot_metrics_by_configuration(main_results: pd.DataFrame) -> Figure:
+    """Each metric per configuration, with the seeds' sample std as error bars."""
+    metrics = ("rmse", "mae", "mse", "r2")
+    rows = max(len(main_results), 1)
+    figure = Figure(figsize=(min(4 + 0.12 * rows, 60), 11), dpi=100)
+    FigureCanvasAgg(figure)
+
+    for index, metric in enumerate(metrics, start=1):
+        axes = figure.add_subplot(len(metrics), 1, index)
+        data = metric_plot_data(main_results, metric)
+        axes.errorbar(
+            range(len(data)), data["mean"], yerr=data["spread"], fmt="o", markersize=3, capsize=2
+        )
+        axes.set_ylabel(metric)
+        axes.set_xticks([])
+        if index == len(metrics) and len(data) <= _MAX_LABELLED_COLUMNS:
+            axes.set_xticks(
+                range(len(data)),
+                labels=[_plain(label) for label in data["configuration"]],
+                rotation=90,
+                fontsize=5,
+            )
+    figure.suptitle("Metrics per configuration (mean, error bars: std over seeds)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        figure.tight_layout()
+    return figure

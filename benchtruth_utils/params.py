@@ -145,12 +145,24 @@ def tables_parameters(
     truthfulness_json: object,
     output_dir: object,
     allowed_host_tags: object = DEFAULT_HOST_TAGS,
+    project_root: object = None,
+    allow_changed_artifacts: object = False,
+    decimals: object = 3,
 ) -> dict[str, object]:
     """The 02 notebook's parameters, normalised: what :func:`build_tables` will really use."""
     allowed = normalise_allowed_host_tags(allowed_host_tags)
+    if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 12:
+        raise ParameterError("decimals", decimals, "a whole number from 0 to 12")
     return {
         "host_tag": normalise_host_tag(host_tag, allowed),
         "truthfulness_json": normalise_path_parameter("truthfulness_json", truthfulness_json),
         "output_dir": normalise_path_parameter("output_dir", output_dir),
         "allowed_host_tags": allowed,
+        "project_root": None
+        if project_root is None
+        else normalise_path_parameter("project_root", project_root),
+        "allow_changed_artifacts": normalise_flag_parameter(
+            "allow_changed_artifacts", allow_changed_artifacts
+        ),
+        "decimals": decimals,
     }

@@ -18,12 +18,16 @@ def _sha256(path: str) -> str | None:
 
 
 def recorded_hashes(truth: dict[str, Any]) -> dict[str, str]:
-    """Every file the truth document records a sha256 of, by its path under the project root."""
+    """Every file the truth document records a sha256 of, by its path under the project root:
+    the bench list, the claimed table, and each bench dir's metrics.json, STATUS_RUN.json,
+    resolved_config.yaml and run log."""
     recorded = {truth["inputs"]["bench_list"]: truth["inputs"]["bench_list_sha256"]}
     if truth["inputs"]["claimed_table_sha256"]:
         recorded[truth["inputs"]["claimed_table"]] = truth["inputs"]["claimed_table_sha256"]
     for run in (*truth["real_runs"], *truth["superseded_runs"]):
         recorded[run["metrics_path"]] = run["metrics_sha256"]
+    for bench_dir in truth["bench_dirs"]:
+        recorded.update(bench_dir.get("artifacts", {}))
     return recorded
 
 

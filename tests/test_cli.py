@@ -20,18 +20,22 @@ def test_verify_reports_unchanged_changed_and_missing_artifacts(tmp_path, capsys
     truth = ["verify", "--truth", result.truth_path, "--project-root", str(project)]
 
     assert main(truth) == 0
-    assert capsys.readouterr().out.endswith("14 unchanged, 0 changed, 0 missing\n")
+    # The bench list, the claimed table, 13 dirs x 3 files and 12 run logs.
+    assert capsys.readouterr().out.endswith("53 unchanged, 0 changed, 0 missing\n")
 
-    listed = project / "runs/benchmarks/b11_v2_edgar_off_h14_sf0_20261203_160959/metrics.json"
-    listed.write_text(listed.read_text().replace("877.98", "877.97", 1))
+    edited = project / "runs/benchmarks/b11_v2_edgar_off_h14_sf0_20261203_160959/metrics.json"
+    edited.write_text(edited.read_text().replace("877.98", "877.97", 1))
+    verdict = project / "runs/benchmarks/b11_v2_edgar_off_h14_sf1_20261203_161152/STATUS_RUN.json"
+    verdict.write_text(verdict.read_text().replace('"ok"', '"fail"', 1))
     gone = project / "runs/benchmarks/b11_v2_edgar_on_h45_sf0_20261203_161912/metrics.json"
     gone.unlink()
 
     assert main(truth) == 1
     assert capsys.readouterr().out.splitlines() == [
         "changed: runs/benchmarks/b11_v2_edgar_off_h14_sf0_20261203_160959/metrics.json",
+        "changed: runs/benchmarks/b11_v2_edgar_off_h14_sf1_20261203_161152/STATUS_RUN.json",
         "missing: runs/benchmarks/b11_v2_edgar_on_h45_sf0_20261203_161912/metrics.json",
-        "benchtruth verify: 12 unchanged, 1 changed, 1 missing",
+        "benchtruth verify: 50 unchanged, 2 changed, 1 missing",
     ]
 
 
@@ -55,22 +59,24 @@ def cli_run(tmp_path_factory):
             "--out",
             "out",
         ]
+        notebooks = [
+            "check-notebook",
+            "out/analysis/01_audit_4090.ipynb",
+            "out/paper_tables/02_tables_4090.ipynb",
+        ]
         plain = main(arguments)
+        checked = main(notebooks)
         strict = main([*arguments, "--strict"])
-        checked = main(
-            [
-                "check-notebook",
-                "out/analysis/01_audit_4090.ipynb",
-                "out/paper_tables/02_tables_4090.ipynb",
-            ]
-        )
-    return root, plain, strict, checked
+        # A run the strict gate stopped is a complete record, but not a passing one.
+        checked_strict = main(notebooks)
+    return root, plain, strict, checked, checked_strict
 
 
 def test_cli_audit_writes_both_folders_and_exits_like_the_gate(cli_run):
-    root, plain, strict, checked = cli_run
+    root, plain, strict, checked, checked_strict = cli_run
 
-    assert (plain, strict, checked) == (0, 1, 0)
+    assert (plain, checked, strict, checked_strict) == (0, 0, 1, 1)
+    assert (root / "out/analysis/01_audit_4090.html").is_file()
     for name in ("analysis/benchmark_truthfulness.json", "paper_tables/main_results.csv"):
         assert (root / "out" / name).is_file()
 
@@ -91,4 +97,26 @@ def test_cli_audit_refusal_exits_2(tmp_path, monkeypatch, capsys):
     code = main(["audit", "--host-tag", "5090", "--bench-list", "x.txt", "--out", "out"])
 
     assert code == 2
-    assert "ParameterError" in capsys.readouterr().err
+    assert "benchtruth: refused: parameter 'host_tag' is '5090'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_audit_refused_by_the_notebook_leaves_no_local_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+
+    code = main(["audit", "--host-tag", "4090", "--bench-list", "nope.txt", "--out", "out"])
+
+    assert code == 2
+    assert "BenchListError" in capsys.readouterr().err
+    text = (tmp_path / "out/analysis/01_audit_4090.ipynb").read_text()
+    assert str(tmp_path) not in text and "/work/" not in text
+
+
+def test_cli_audit_refuses_paths_outside_the_working_directory(tmp_path, monkeypatch, capsys):
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+
+    code = main(["audit", "--host-tag", "4090", "--bench-list", "x.txt", "--out", str(tmp_path)])
+
+    assert code == 2
+    assert "parameter '--out'" in capsys.readouterr().err

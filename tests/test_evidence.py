@@ -75,6 +75,7 @@ def test_strict_fails_the_notebook_after_writing_every_output(tmp_path, monkeypa
         assert (tmp_path / "out" / name).is_file()
     problems = check_executed_notebook("out/01.ipynb")
     assert "papermill recorded an exception" in problems
+    assert any(problem.startswith("the strict gate failed the run: ") for problem in problems)
 
 
 def _executed(cells, **papermill):
@@ -115,7 +116,7 @@ def _echo_cells(text='{"host_tag": "4090"}'):
                     ),
                 ]
             ),
-            "code cell 2 shows an error",
+            "code cell 2 (In [3]) shows an error",
         ),
         (
             _executed(_echo_cells(), parameters={"host_tag": 3090}),
@@ -140,8 +141,19 @@ def test_check_executed_notebook_accepts_an_int_host_tag_echoed_as_text(tmp_path
 
 
 def test_enforce_strict_lists_every_failing_count():
-    truth = {"phantom_rows_count": 2, "drifted_rows_count": 0, "excluded": [{}], "conflicts": []}
+    checked = {"present": True, "sha256": "0" * 64, "rows": 3}
+    truth = {
+        "phantom_rows_count": 2,
+        "drifted_rows_count": 0,
+        "excluded": [{}],
+        "conflicts": [],
+        "claimed_table": checked,
+    }
 
     with pytest.raises(StrictAuditError, match=r"^strict audit failed: 2 phantom claimed rows; 1 "):
         enforce_strict(truth)
-    enforce_strict({"phantom_rows_count": 0, "drifted_rows_count": 0, "excluded": []})
+    clean = {**truth, "phantom_rows_count": 0, "excluded": []}
+    enforce_strict(clean)
+    missing = {"present": False, "sha256": None, "rows": 0}
+    with pytest.raises(StrictAuditError, match="1 claimed table not checked"):
+        enforce_strict({**clean, "claimed_table": missing})

@@ -42,7 +42,14 @@ AUDIT_PARAMETERS = {
     "abs_tol",
     "strict",
 }
-TABLES_PARAMETERS = {"host_tag", "truthfulness_json", "output_dir"}
+TABLES_PARAMETERS = {
+    "host_tag",
+    "truthfulness_json",
+    "output_dir",
+    "project_root",
+    "allow_changed_artifacts",
+    "decimals",
+}
 NORMALISER = {AUDIT_NB: "audit_parameters", TABLES_NB: "tables_parameters"}
 DEFAULT_ALLOWED_HOST_TAGS = ["3090", "4090"]
 
@@ -176,6 +183,7 @@ def executed(tmp_path_factory) -> Executed:
         "host_tag": 4090,
         "truthfulness_json": "out/analysis/benchmark_truthfulness.json",
         "output_dir": "out/paper_tables",
+        "project_root": project_root,
     }
     audit_nb_path = "executed/01_audit_4090.ipynb"
     tables_nb_path = "executed/02_tables_4090.ipynb"
@@ -322,6 +330,8 @@ def test_executed_tables_echoes_normalised_parameters(executed):
 
     # 02 has no allowed_host_tags parameter; its normaliser adds the default.
     assert echoed == {
+        "allow_changed_artifacts": False,
+        "decimals": 3,
         **executed.tables_params,
         "host_tag": "4090",
         "allowed_host_tags": DEFAULT_ALLOWED_HOST_TAGS,
