@@ -13,7 +13,7 @@ CLAIMED_TABLES ?= $(EXAMPLE_STAMP)/paper_tables
 OUT ?= build/example_$(HOST)
 STRICT ?= 0
 
-.PHONY: help venv audit verify test lint clean
+.PHONY: help venv audit merge verify test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 10
@@ -43,6 +43,18 @@ audit: venv ## audit the bundled example (HOST, BENCH_LIST, PROJECT_ROOT, CLAIME
 		-p output_dir $(OUT)/paper_tables || status=$$?; \
 	echo "audit of $(BENCH_LIST) for host $(HOST) written to $(OUT)/"; \
 	exit $$status
+
+comma := ,
+empty :=
+space := $(empty) $(empty)
+TRUTHS ?= build/example_3090/analysis/benchmark_truthfulness.json build/example_4090/analysis/benchmark_truthfulness.json
+MERGED_OUT ?= build/merged
+
+merge: venv ## merge the truth files of several hosts (TRUTHS="a.json b.json", MERGED_OUT)
+	mkdir -p $(MERGED_OUT)/analysis
+	$(BIN)/papermill notebooks/03_merge.ipynb $(MERGED_OUT)/analysis/03_merge.ipynb \
+		-k python3 --no-progress-bar -p output_dir $(MERGED_OUT)/analysis \
+		-y "truthfulness_jsons: [$(subst $(space),$(comma),$(strip $(TRUTHS)))]"
 
 verify: venv ## re-hash the artifacts behind a truth file (TRUTH, PROJECT_ROOT); fails on any change
 	$(BIN)/python -m benchtruth_utils verify \
