@@ -40,7 +40,9 @@ audit: venv ## audit the bundled example (HOST, BENCH_LIST, PROJECT_ROOT, CLAIME
 	$(BIN)/papermill notebooks/02_tables.ipynb $(OUT)/paper_tables/02_tables_$(HOST).ipynb \
 		-k python3 --no-progress-bar -p host_tag $(HOST) \
 		-p truthfulness_json $(OUT)/analysis/benchmark_truthfulness.json \
-		-p output_dir $(OUT)/paper_tables || status=$$?; \
+		-p output_dir $(OUT)/paper_tables -p project_root $(PROJECT_ROOT) || status=$$?; \
+	$(BIN)/python -m benchtruth_utils finish-notebook $(OUT)/analysis/01_audit_$(HOST).ipynb \
+		$(OUT)/paper_tables/02_tables_$(HOST).ipynb || status=$$?; \
 	echo "audit of $(BENCH_LIST) for host $(HOST) written to $(OUT)/"; \
 	exit $$status
 

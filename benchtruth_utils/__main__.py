@@ -118,16 +118,22 @@ def command_audit(arguments: argparse.Namespace) -> int:
 
 
 def command_verify(arguments: argparse.Namespace) -> int:
-    """Re-hash every artifact a truth file records; 1 when any changed or went missing."""
+    """Re-hash every artifact a truth file records, and check the executed notebooks handed
+    over; 1 when an artifact changed or went missing or a notebook is not evidence."""
     report = verify_truth(arguments.truth, arguments.project_root)
     for state in ("changed", "missing"):
         for path in report[state]:
             print(f"{state}: {path}")
+    bad_notebooks = 0
+    for path in arguments.notebooks:
+        problems = check_executed_notebook(path)
+        bad_notebooks += bool(problems)
+        print(f"notebook {os.path.basename(path)}: {'ok' if not problems else '; '.join(problems)}")
     print(
         f"benchtruth verify: {len(report['unchanged'])} unchanged, "
         f"{len(report['changed'])} changed, {len(report['missing'])} missing"
     )
-    return 1 if report["changed"] or report["missing"] else 0
+    return 1 if report["changed"] or report["missing"] or bad_notebooks else 0
 
 
 def command_check_notebook(arguments: argparse.Namespace) -> int:
@@ -138,6 +144,13 @@ def command_check_notebook(arguments: argparse.Namespace) -> int:
         print(f"{os.path.basename(path)}: {'ok' if not problems else '; '.join(problems)}")
         failed += bool(problems)
     return 1 if failed else 0
+
+
+def command_finish_notebook(arguments: argparse.Namespace) -> int:
+    """Render each executed notebook to HTML beside it; with SOURCE_DATE_EPOCH, pin its times."""
+    for path in arguments.notebooks:
+        print(f"wrote {os.path.basename(finish_executed_notebook(path))}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     verify = commands.add_parser("verify", help="re-hash the artifacts a truth file records")
     verify.add_argument("--truth", required=True)
     verify.add_argument("--project-root", default=".")
+    verify.add_argument("--notebooks", nargs="*", default=[], help="executed notebooks to check")
     verify.set_defaults(run=command_verify)
+
+    finish = commands.add_parser(
+        "finish-notebook", help="render executed notebooks to HTML (and pin times for reruns)"
+    )
+    finish.add_argument("notebooks", nargs="+")
+    finish.set_defaults(run=command_finish_notebook)
 
     check = commands.add_parser("check-notebook", help="is an executed notebook real evidence")
     check.add_argument("notebooks", nargs="+")

@@ -25,6 +25,7 @@ from .artifacts import (
     CONFIG_FILE,
     METRICS_FILE,
     STATUS_RUN_FILE,
+    Parsed,
     read_config,
     read_metrics,
     read_run_log,
@@ -49,7 +50,6 @@ from .figures import (
     save_png,
 )
 from .findings import Finding, Reason, Scope
-from .latex import LATEX_FILE, main_results_latex
 from .outputs import atomic_write_text, frame_to_csv_text
 from .params import (
     DEFAULT_HOST_TAGS,
@@ -59,7 +59,7 @@ from .params import (
     normalise_path_parameter,
     normalise_tolerance,
 )
-from .paths import display_path, lexical_relative
+from .paths import display_path, lexical_relative, short_repr
 from .report import render_report
 from .runs import KEY_FIELDS, RunRecord, records_from_dir, select_newest
 from .tables import MAIN_RESULTS_FILE, summarize_runs, write_tables, written_by_benchtruth
@@ -117,6 +117,21 @@ class AuditResult:
             for cell in row["cells"]
         ]
         return pd.DataFrame(rows)
+
+
+PROVENANCE_FIELDS = ("git_head", "git_sha", "data_stamp")
+
+
+def config_provenance(config: Parsed) -> dict[str, str]:
+    """The code and data version a config names: ``git_head``, ``git_sha``, ``data_stamp``."""
+    if not config.ok:
+        return {}
+    return {
+        field: short_repr(config.value[field]).strip("'\"")
+        for field in PROVENANCE_FIELDS
+        if isinstance(config.value.get(field), (str, int))
+        and not isinstance(config.value.get(field), bool)
+    }
 
 
 def check_bench_dir(entry: BenchEntry) -> Finding | None:
@@ -243,6 +258,7 @@ def scan_bench_dirs(
             "excluded_results": 0,
             "run_log": run_logs.log_of.get(entry.path),
             "artifacts": {},
+            "provenance": {},
         }
         if summary["run_log"] is not None:
             summary["artifacts"][summary["run_log"]] = run_logs.sha256_of[summary["run_log"]]
@@ -274,6 +290,7 @@ def scan_bench_dirs(
                 summary["artifacts"][f"{entry.path}/{name}"] = parsed.sha256
         plan = plan_from_config(config)
         scan.plans[entry.path] = plan
+        summary["provenance"] = config_provenance(config)
         scan.records.extend(verdict.records)
         scan.excluded.extend(verdict.excluded)
         scan.warnings.extend(verdict.warnings)
@@ -647,14 +664,11 @@ def build_tables(
         if project_root is not None:
             _verify_before_tables(truthfulness_json, project_root, allow_changed_artifacts)
 
-        frames = write_tables(truth["real_runs"], output_dir, truth.get("inert_factors", ()))
-        main_results = frames[MAIN_RESULTS_FILE]
-        atomic_write_text(
-            os.path.join(output_dir, LATEX_FILE), main_results_latex(main_results, decimals)
+        frames = write_tables(
+            truth["real_runs"], output_dir, truth.get("inert_factors", ()), decimals
         )
-        logger.info("wrote %s", LATEX_FILE)
         save_png(
-            plot_metrics_by_configuration(main_results),
+            plot_metrics_by_configuration(frames[MAIN_RESULTS_FILE]),
             os.path.join(output_dir, METRICS_PLOT_FILE),
         )
         logger.info("wrote %s", METRICS_PLOT_FILE)

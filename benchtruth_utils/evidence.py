@@ -134,7 +134,8 @@ def pin_notebook_times(notebook: nbformat.NotebookNode, moment: str) -> None:
     """Replace the clock times papermill and nbclient record with ``moment``, durations with 0.
 
     Only for ``SOURCE_DATE_EPOCH`` builds, whose promise is byte-identical outputs: the
-    times of a run are then the declared one, as for every other output.
+    times of a run are then the declared one, as for every other output, and the
+    parameters cell papermill inserts gets a fixed id instead of a random one.
     """
     papermill = notebook.metadata.get("papermill", {})
     for field in ("start_time", "end_time"):
@@ -143,6 +144,9 @@ def pin_notebook_times(notebook: nbformat.NotebookNode, moment: str) -> None:
     if "duration" in papermill:
         papermill["duration"] = 0.0
     for cell in notebook.cells:
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            # Papermill gives the cell it inserts a random id.
+            cell["id"] = "injected-parameters"
         timing = cell.get("metadata", {}).get("papermill", {})
         for field in ("start_time", "end_time"):
             if timing.get(field):

@@ -254,19 +254,25 @@ def write_tables(
     real_runs: list[Mapping[str, Any]],
     output_dir: str,
     inert_factors: Iterable[Mapping[str, Any]] = (),
+    decimals: int = 3,
 ) -> dict[str, pd.DataFrame]:
-    """Write main_results.csv and efficiency.csv into ``output_dir``; keep foreign tables first.
+    """Write main_results.csv, efficiency.csv and main_results.tex into ``output_dir``.
 
-    Returns the two frames by file name.
+    A file of one of those names that benchtruth did not write (the claimed table) is
+    kept first. Returns the two frames by file name.
     """
+    from .latex import LATEX_FILE, main_results_latex
+
     previous = read_tables_manifest(output_dir)
     frames = {
         MAIN_RESULTS_FILE: main_results_frame(real_runs, inert_factors),
         EFFICIENCY_FILE: efficiency_frame(real_runs),
     }
+    texts = {name: frame_to_csv_text(frame, TEXT_COLUMNS) for name, frame in frames.items()}
+    texts[LATEX_FILE] = main_results_latex(frames[MAIN_RESULTS_FILE], decimals)
 
     manifest: dict[str, dict[str, str]] = {"written": {}, "kept": dict(previous["kept"])}
-    for name, frame in frames.items():
+    for name, text in texts.items():
         path = os.path.join(output_dir, name)
         kept = _keep_foreign_copy(path, previous["written"]) if os.path.exists(path) else None
         if kept is not None:
@@ -277,10 +283,9 @@ def write_tables(
                 os.path.basename(kept),
             )
 
-        text = frame_to_csv_text(frame, TEXT_COLUMNS)
         atomic_write_bytes(path, text.encode("utf-8"))
         manifest["written"][name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        logger.info("wrote %s: %d rows", name, len(frame))
+        logger.info("wrote %s", name)
 
     # An older builder leaves parquet and LaTeX twins of its tables beside them; they still
     # hold what the audit found wrong, so the log names them.
@@ -288,6 +293,7 @@ def write_tables(
         os.path.relpath(path, output_dir)
         for pattern in ("*.parquet", "*.tex", os.path.join("tables", "*.tex"))
         for path in glob.glob(os.path.join(glob.escape(output_dir), pattern))
+        if os.path.relpath(path, output_dir) not in texts
     )
     if others:
         logger.warning("not rebuilt by benchtruth, do not cite: %s", ", ".join(others))

@@ -120,3 +120,50 @@ def test_cli_audit_refuses_paths_outside_the_working_directory(tmp_path, monkeyp
 
     assert code == 2
     assert "parameter '--out'" in capsys.readouterr().err
+
+
+def test_cli_audit_twice_with_source_date_epoch_is_byte_identical(tmp_path, monkeypatch):
+    shutil.copytree(CASE, tmp_path / "case", symlinks=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
+    common = [
+        "audit",
+        "--host-tag",
+        "3090",
+        "--bench-list",
+        "case/runs/orchestrator/s1/bench_dirs_all.txt",
+        "--project-root",
+        "case",
+        "--paper-tables-dir",
+        "case/runs/orchestrator/s1/paper_tables",
+    ]
+
+    def files():
+        return {
+            path.relative_to(tmp_path / "out"): path.read_bytes()
+            for path in (tmp_path / "out").rglob("*")
+            if path.is_file()
+        }
+
+    assert main([*common, "--out", "out"]) == 0
+    first = files()
+    assert main([*common, "--out", "out"]) == 0
+    second = files()
+
+    assert sorted(first) == sorted(second)
+    assert [name for name in first if first[name] != second[name]] == []
+    names = {path.name for path in first}
+    assert {"main_results.tex", "01_audit_3090.html", "metrics_by_configuration.png"} <= names
+
+
+def test_verify_checks_the_notebooks_it_is_handed(cli_run, capsys):
+    root = cli_run[0]
+    truth = str(root / "out/analysis/benchmark_truthfulness.json")
+    notebook = str(root / "out/paper_tables/02_tables_4090.ipynb")
+
+    code = main(
+        ["verify", "--truth", truth, "--project-root", str(root / "case"), "--notebooks", notebook]
+    )
+
+    assert code == 0
+    assert "notebook 02_tables_4090.ipynb: ok" in capsys.readouterr().out
