@@ -89,6 +89,9 @@ def test_cli_audit_records_no_absolute_path_in_the_notebooks(cli_run):
         assert str(root) not in text and "/work/" not in text
         papermill = json.loads(text)["metadata"]["papermill"]
         assert papermill["input_path"].startswith("benchtruth/notebooks/")
+    for html in (root / "out").rglob("*.html"):
+        text = html.read_text()
+        assert str(root) not in text and "/work/" not in text and "/root/" not in text
 
 
 def test_cli_audit_refusal_exits_2(tmp_path, monkeypatch, capsys):
