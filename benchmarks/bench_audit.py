@@ -1,0 +1,227 @@
+"""Measure the audit against the cost of reading its inputs (issue: speed and scale).
+
+Generates a synthetic runner tree (48 results a dir, the three artifact files at the
+sizes of the real runner output), then measures in one process, side by side:
+
+- the floor: read and parse every listed dir's metrics.json (json), STATUS_RUN.json
+  (json) and resolved_config.yaml (yaml, C loader) and nothing else;
+- the audit through ``run_audit`` (no notebook);
+- the whole 01 notebook through papermill (up to --papermill-max runs).
+
+Prints runs, seconds, runs per second, peak RSS and audit/floor, and writes the figures
+as JSON. A script, not a test: timings are read by people, not asserted.
+
+    .venv/bin/python benchmarks/bench_audit.py                 # 1,000 10,000 100,000 runs
+    .venv/bin/python benchmarks/bench_audit.py --runs 1000000  # on request
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+RESULTS_PER_DIR = 48
+BACKBONES = ("dlinear", "patchtst", "itransformer", "timesnet")
+FUSIONS = ("none", "film")
+VARIANTS = ("base", "nonstat", "multiscale")
+SEEDS = (42, 43)
+
+
+def _result(index: int, backbone: str, fusion: str, variant: str, seed: int) -> dict:
+    value = 700.0 + index * 0.013 + seed
+    return {
+        "model": backbone,
+        "mse": value * value,
+        "rmse": value,
+        "mae": value / 2,
+        "r2": -1e7 - value,
+        "best_val_loss": value * 150,
+        "train_time_sec": None,
+        "max_cuda_mem_mb": None,
+        "epochs": 2,
+        "status": "success",
+        "task": "regression",
+        "backbone": backbone,
+        "fusion_type": fusion,
+        "module_flags": {"nonstat": variant == "nonstat", "multiscale": variant == "multiscale"},
+        "module_variant": variant,
+        "seed": seed,
+    }
+
+
+def generate_tree(root: str, dirs: int) -> str:
+    """Write ``dirs`` bench dirs and a bench list under ``root``; return the list's path."""
+    listed = []
+    for number in range(dirs):
+        name = f"bench_{number:07d}_20260101_000000"
+        bench = os.path.join(root, "runs", "benchmarks", name)
+        os.makedirs(os.path.join(bench, "configs"))
+        results = [
+            _result(number, b, f, v, s)
+            for b in BACKBONES
+            for f in FUSIONS
+            for v in VARIANTS
+            for s in SEEDS
+        ]
+        document = {
+            "exp_name": f"bench_{number:07d}",
+            "timestamp": "20260101_000000",
+            "status": "success",
+            "errors": [],
+            "use_edgar": number % 2 == 0,
+            "results_count": len(results),
+            "results": results,
+        }
+        with open(os.path.join(bench, "metrics.json"), "w") as handle:
+            json.dump(document, handle, indent=2)
+        with open(os.path.join(bench, "STATUS_RUN.json"), "w") as handle:
+            json.dump({"exp_name": document["exp_name"], "status": "ok", "errors": []}, handle)
+        config = {
+            "exp_name": document["exp_name"],
+            "use_edgar": document["use_edgar"],
+            "models": list(BACKBONES),
+            "fusion_types": list(FUSIONS),
+            "module_variants": list(VARIANTS),
+            "seeds": list(SEEDS),
+            "bench_defaults": {"train": {"epochs": 2, "batch_size": 64, "lr": 0.001}},
+        }
+        with open(os.path.join(bench, "configs", "resolved_config.yaml"), "w") as handle:
+            yaml.safe_dump(config, handle, sort_keys=False)
+        listed.append(f"runs/benchmarks/{name}")
+
+    stamp = os.path.join(root, "runs", "orchestrator", "bench")
+    os.makedirs(stamp)
+    bench_list = os.path.join(stamp, "bench_dirs_all.txt")
+    with open(bench_list, "w") as handle:
+        handle.write("\n".join(listed) + "\n")
+    return bench_list
+
+
+def floor(bench_list: str, root: str) -> None:
+    """The bare cost: read and parse the three artifact files of every listed dir."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(bench_list) as handle:
+        dirs = [line.strip() for line in handle if line.strip()]
+    for bench in dirs:
+        path = os.path.join(root, bench)
+        with open(os.path.join(path, "metrics.json"), "rb") as handle:
+            json.loads(handle.read())
+        with open(os.path.join(path, "STATUS_RUN.json"), "rb") as handle:
+            json.loads(handle.read())
+        with open(os.path.join(path, "configs", "resolved_config.yaml"), "rb") as handle:
+            yaml.load(handle.read(), Loader=loader)
+
+
+def _measure_in_child(kind: str, bench_list: str, root: str, out: str) -> dict:
+    # Each measurement in a fresh process, so that peak RSS is its own.
+    code = f"""
+import json, resource, sys, time
+sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+import bench_audit
+start = time.perf_counter()
+if {kind!r} == "floor":
+    bench_audit.floor({bench_list!r}, {root!r})
+else:
+    from benchtruth_utils import run_audit
+    run_audit(bench_list={bench_list!r}, output_dir={out!r}, project_root={root!r})
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"seconds": seconds, "peak_rss_mb": peak}}))
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def _measure_papermill(bench_list: str, root: str, out: str) -> dict:
+    notebook = os.path.join(
+        os.path.dirname(os.path.dirname(__file__)), "notebooks", "01_audit.ipynb"
+    )
+    os.makedirs(out, exist_ok=True)
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "papermill"),
+            notebook,
+            os.path.join(out, "01_audit.ipynb"),
+            "-k",
+            "python3",
+            "--no-progress-bar",
+            "-p",
+            "bench_list",
+            bench_list,
+            "-p",
+            "project_root",
+            root,
+            "-p",
+            "output_dir",
+            out,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_rss_mb": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--papermill-max", type=int, default=10000)
+    parser.add_argument("--json", default="benchmarks/results.json")
+    arguments = parser.parse_args()
+
+    rows = []
+    for runs in arguments.runs:
+        dirs = max(1, round(runs / RESULTS_PER_DIR))
+        root = tempfile.mkdtemp(prefix="benchtruth-bench-")
+        try:
+            bench_list = generate_tree(root, dirs)
+            real_runs = dirs * RESULTS_PER_DIR
+            measured = {
+                "floor": _measure_in_child("floor", bench_list, root, ""),
+                "audit": _measure_in_child("audit", bench_list, root, os.path.join(root, "out")),
+            }
+            if real_runs <= arguments.papermill_max:
+                measured["papermill"] = _measure_papermill(
+                    bench_list, root, os.path.join(root, "out_nb")
+                )
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+        for kind, figures in measured.items():
+            row = {
+                "runs": real_runs,
+                "what": kind,
+                "seconds": round(figures["seconds"], 3),
+                "runs_per_second": round(real_runs / figures["seconds"]),
+                "peak_rss_mb": round(figures["peak_rss_mb"], 1),
+                "vs_floor": round(figures["seconds"] / measured["floor"]["seconds"], 2),
+            }
+            rows.append(row)
+            print(
+                f"{row['runs']:>9} runs  {kind:<9} {row['seconds']:>9.2f} s "
+                f"{row['runs_per_second']:>9} runs/s  {row['peak_rss_mb']:>8.1f} MB peak  "
+                f"{row['vs_floor']:>6.2f} x floor",
+                flush=True,
+            )
+
+    with open(arguments.json, "w") as handle:
+        json.dump(rows, handle, indent=2)
+        handle.write("\n")
+
+
+if __name__ == "__main__":
+    main()
