@@ -88,6 +88,15 @@ def read_regular_file(path: str, limit: int) -> bytes:
         return handle.read(limit)
 
 
+def file_sha256(path: str) -> str | None:
+    """The sha256 of a file's bytes, streamed; None when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
 def _decode_json(data: bytes) -> tuple[Any, str | None, str]:
     """Decode JSON as the runner writes it: bare NaN and Infinity tokens are allowed."""
     if not data.strip():

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .artifacts import file_sha256
 from .outputs import atomic_write_bytes, frame_to_csv_text, write_json
 from .runs import EFFICIENCY_METRICS, KEY_FIELDS, QUALITY_METRICS
 
@@ -190,14 +191,6 @@ def _efficiency_note(metric: str, group: pd.DataFrame) -> str:
     return "; ".join(notes)
 
 
-def _sha256_file(path: str) -> str | None:
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError:
-        return None
-
-
 def read_tables_manifest(folder: str) -> dict[str, dict[str, str]]:
     """What benchtruth wrote into a tables folder before: ``written`` hashes, ``kept`` copies.
 
@@ -224,7 +217,7 @@ def written_by_benchtruth(path: str) -> tuple[bool, str | None]:
     """Whether the table at ``path`` is one benchtruth wrote, and the kept claimed table if so."""
     folder, name = os.path.split(path)
     manifest = read_tables_manifest(folder or ".")
-    digest = _sha256_file(path)
+    digest = file_sha256(path)
     if digest is None or manifest["written"].get(name) != digest:
         return False, None
     kept = manifest["kept"].get(name)
@@ -237,7 +230,7 @@ def _keep_foreign_copy(path: str, written: Mapping[str, str]) -> str | None:
     The kept name carries the content's hash, so it can never overwrite an earlier
     kept copy of different content; the same content is kept once.
     """
-    digest = _sha256_file(path)
+    digest = file_sha256(path)
     name = os.path.basename(path)
     if digest is None or written.get(name) == digest:
         return None

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
+from .artifacts import file_sha256
 from .truth import load_truth
-
-
-def _sha256(path: str) -> str | None:
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError:
-        return None
 
 
 def recorded_hashes(truth: dict[str, Any]) -> dict[str, str]:
@@ -42,7 +34,7 @@ def verify_truth(truth_path: str, project_root: str) -> dict[str, list[str]]:
     truth = load_truth(truth_path)
     report: dict[str, list[str]] = {"changed": [], "missing": [], "unchanged": []}
     for path, recorded in sorted(recorded_hashes(truth).items()):
-        found = _sha256(os.path.join(project_root, path))
+        found = file_sha256(os.path.join(project_root, path))
         state = "missing" if found is None else "unchanged" if found == recorded else "changed"
         report[state].append(path)
     return report
