@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import glob
-import json
 import logging
 import os
 import stat
@@ -69,6 +68,7 @@ from .truth import (
     TRUTH_FILE,
     generation_time,
     load_truth,
+    previous_host_tag,
     write_truth,
 )
 from .verify import verify_truth
@@ -499,11 +499,7 @@ def _log_narrative(truth: Mapping[str, Any]) -> None:
 
 def _warn_other_host(truth_path: str, host_tag: str) -> None:
     """Say so when this audit replaces the evidence another host left in the same folder."""
-    try:
-        with open(truth_path, encoding="utf-8") as handle:
-            previous_host = json.load(handle).get("host_tag")
-    except (OSError, ValueError, AttributeError):
-        return
+    previous_host = previous_host_tag(truth_path)
     if previous_host not in (None, host_tag):
         logger.warning(
             "replacing the truth file of host %s in this output_dir; give each host its own "

@@ -29,6 +29,7 @@ from .truth import (
     check_schema_version,
     generation_time,
     load_truth,
+    previous_host_tag,
     write_truth,
 )
 
@@ -535,11 +536,7 @@ def _sha256_file(path: str) -> str:
 
 def _warn_host_file_replaced(truth_path: str) -> None:
     """Say so when the merged file replaces a host's own truth file (not one being merged)."""
-    try:
-        with open(truth_path, encoding="utf-8") as handle:
-            previous_host = json.load(handle).get("host_tag")
-    except (OSError, ValueError, AttributeError):
-        return
+    previous_host = previous_host_tag(truth_path)
     if previous_host not in (None, MERGED_HOST_TAG):
         logger.warning(
             "replacing the truth file of host %s in this output_dir; give the merge its own "

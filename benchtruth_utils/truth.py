@@ -100,6 +100,15 @@ def validate_truth(document: Mapping[str, Any], shown: str = "truth document") -
         raise TruthFileError(shown, f"does not match the schema: {listed}{more}")
 
 
+def previous_host_tag(path: str) -> str | None:
+    """The host_tag of the truth file already at ``path``, or None when there is none to read."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle).get("host_tag")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def write_truth(path: str, document: Mapping[str, Any]) -> None:
     """Validate the truth document against its schema, then write it as strict JSON, atomically."""
     validate_truth(document, os.path.basename(path))
