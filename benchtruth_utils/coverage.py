@@ -274,6 +274,12 @@ def _column_order(cell: tuple) -> tuple:
     return (*cell[:3], (0, seed, "") if isinstance(seed, int) else (1, 0, str(seed)))
 
 
+def column_label_order(label: str) -> tuple:
+    """Sort key of a grid column label, in the order coverage_grid gives its columns."""
+    cell = _parse_label(label)
+    return (1, label) if cell is None else (0, *_column_order(cell), label)
+
+
 def coverage_grid(
     bench_dirs: Sequence[Mapping[str, Any]],
     plans: Mapping[str, Plan],

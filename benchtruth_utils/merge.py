@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from .auditlog import capture_audit_log
+from .coverage import column_label_order
 from .errors import BenchtruthError, ParameterError, TruthFileError
 from .evidence import check_executed_notebook
 from .outputs import atomic_write_text, dumps_strict_json
@@ -210,20 +211,12 @@ def _merged_inert_summary(documents: Sequence[Mapping[str, Any]]) -> dict[str, s
     return {bench_dir: " | ".join(sorted(parts[bench_dir])) for bench_dir in sorted(parts)}
 
 
-def _column_order(label: str) -> tuple:
-    # Columns are "backbone/fusion_type/module_variant/seed", seeds in numeric order.
-    parts = label.rsplit("/", 3)
-    if len(parts) != 4:
-        return (1, label)
-    seed = parts[3]
-    numeric = seed.lstrip("-").isdigit()
-    return (0, *parts[:3], (0, int(seed), "") if numeric else (1, 0, seed), label)
-
-
 def _merged_grid(documents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The coverage grids side by side: the union of columns, each row padded with '.'."""
     grids = [document["coverage_grid"] for document in documents]
-    columns = sorted({column for grid in grids for column in grid["columns"]}, key=_column_order)
+    columns = sorted(
+        {column for grid in grids for column in grid["columns"]}, key=column_label_order
+    )
 
     rows = []
     for document, grid in zip(documents, grids, strict=True):
