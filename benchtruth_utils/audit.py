@@ -35,6 +35,7 @@ from .benchlist import BenchEntry, BenchList, find_unlisted_dirs, read_bench_lis
 from .claimed import (
     DEFAULT_ABS_TOL,
     DEFAULT_REL_TOL,
+    ClaimedTable,
     MarkedTable,
     mark_claimed_rows,
     read_claimed_table,
@@ -327,29 +328,29 @@ def _mark_claimed(
     # benchtruth's own output.
     notes: list[Finding] = []
     ours, kept_claimed = written_by_benchtruth(claimed_path)
+    kept_exists = kept_claimed is not None and os.path.isfile(kept_claimed)
     if ours:
+        detail = (
+            "written by benchtruth 02_tables; auditing the claimed table it replaced, "
+            f"kept as {os.path.basename(kept_claimed)}"
+            if kept_exists
+            else "written by benchtruth 02_tables, and no kept claimed table is recorded; "
+            "treated as no claimed table"
+        )
         shown_ours = display_path(claimed_path, project_root)
-        if kept_claimed is not None and os.path.isfile(kept_claimed):
-            detail = (
-                "written by benchtruth 02_tables; auditing the claimed table it replaced, "
-                f"kept as {os.path.basename(kept_claimed)}"
-            )
-            claimed_path = kept_claimed
-        else:
-            # Auditing benchtruth's own table would pass it: there is no claimed table.
-            detail = (
-                "written by benchtruth 02_tables, and no kept claimed table is recorded; "
-                "treated as no claimed table"
-            )
-            claimed_path = os.path.join(os.path.dirname(claimed_path), ".no-claimed-table")
         notes.append(
             Finding(
                 Reason.CLAIMED_TABLE_WRITTEN_BY_BENCHTRUTH, Scope.CLAIMED_TABLE, shown_ours, detail
             )
         )
 
-    shown = display_path(claimed_path, project_root)
-    claimed = read_claimed_table(claimed_path, shown)
+    if ours and not kept_exists:
+        # Auditing benchtruth's own table would pass it: there is no claimed table.
+        claimed = ClaimedTable(display_path(claimed_path, project_root), present=False)
+    else:
+        claimed_path = kept_claimed if ours else claimed_path
+        claimed = read_claimed_table(claimed_path, display_path(claimed_path, project_root))
+    shown = claimed.path
     claimed.findings[:0] = notes
     section: dict[str, Any] = {
         "present": claimed.present,

@@ -290,3 +290,27 @@ def test_second_audit_in_the_runner_layout_audits_the_kept_claimed_table(tmp_pat
     log = (stamp / "paper_tables" / "logs" / "tables_3090.log").read_text()
     assert "not rebuilt by benchtruth, do not cite: ablation.parquet" in log
     assert "tables/main_results.tex" in log
+
+
+def test_benchtruths_own_table_without_a_kept_claimed_one_is_no_claimed_table(tmp_path):
+    # 02 wrote into an empty paper_tables folder, so nothing was kept; a second audit must
+    # not audit benchtruth's own table and call it backed.
+    project = tmp_path / "project"
+    shutil.copytree(CASES / "single_seed_std", project, symlinks=True)
+    stamp = project / "runs/orchestrator/s1"
+    for _ in range(2):
+        result = run_audit(
+            bench_list=str(stamp / "bench_dirs_all.txt"),
+            output_dir=str(stamp / "analysis"),
+            project_root=str(project),
+        )
+        build_tables(result.truth_path, str(stamp / "paper_tables"))
+
+    claimed = result.truth["claimed_table"]
+    assert (claimed["present"], claimed["path"], claimed["rows"]) == (
+        False,
+        "runs/orchestrator/s1/paper_tables/main_results.csv",
+        0,
+    )
+    assert [w["code"] for w in result.truth["warnings"]] == ["claimed_table_written_by_benchtruth"]
+    assert result.truth["warnings"][0]["detail"].endswith("treated as no claimed table")
