@@ -14,6 +14,8 @@ from typing import Any
 import nbformat
 
 from .errors import BenchtruthError
+from .outputs import atomic_write_text
+from .truth import generation_time
 
 
 class StrictAuditError(BenchtruthError):
@@ -171,9 +173,6 @@ def render_html(notebook: nbformat.NotebookNode) -> str:
 def finish_executed_notebook(path: str) -> str:
     """Make an executed notebook a finished record: pinned times (with SOURCE_DATE_EPOCH) and
     an HTML rendering beside it. Returns the HTML file's path."""
-    from .outputs import atomic_write_text
-    from .truth import generation_time
-
     notebook = nbformat.read(path, as_version=4)
     if os.environ.get("SOURCE_DATE_EPOCH", "").strip():
         pin_notebook_times(notebook, generation_time())

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable
 
 from .errors import ParameterError
+from .runs import parse_flag
 
 DEFAULT_HOST_TAGS = ("3090", "4090")
 
@@ -121,8 +122,6 @@ def audit_parameters(
 
 def normalise_flag_parameter(name: str, value: object) -> bool:
     """A yes/no parameter; ``"False"`` (text, from ``papermill -r``) must not read as true."""
-    from .runs import parse_flag
-
     flag = parse_flag(value)
     if flag is None:
         raise ParameterError(name, value, "true or false")

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import file_sha256
+from .coverage import FACTORS
+from .latex import LATEX_FILE, main_results_latex
 from .outputs import atomic_write_bytes, frame_to_csv_text, write_json
 from .runs import EFFICIENCY_METRICS, KEY_FIELDS, QUALITY_METRICS
 
@@ -33,7 +35,6 @@ MAIN_RESULTS_FILE = "main_results.csv"
 EFFICIENCY_FILE = "efficiency.csv"
 TABLES_MANIFEST_FILE = "benchtruth_tables_manifest.json"
 
-INERT_FACTOR_ORDER = ("backbone", "fusion_type", "module_variant")
 
 NOTE_TIMING_FROM_LOG = "estimated_from_run_log"
 NOTE_TIMING_NOT_LOGGED = "timing_not_logged"
@@ -109,7 +110,7 @@ def inert_factors_by_key(inert_factors: Iterable[Mapping[str, Any]]) -> dict[tup
                     finding["use_edgar"],
                 )
                 factors.setdefault(key, set()).add(finding["factor"])
-    return {key: [f for f in INERT_FACTOR_ORDER if f in found] for key, found in factors.items()}
+    return {key: [f for f in FACTORS if f in found] for key, found in factors.items()}
 
 
 def _row_note(shortfall: str, inert: list[str]) -> str:
@@ -254,8 +255,6 @@ def write_tables(
     A file of one of those names that benchtruth did not write (the claimed table) is
     kept first. Returns the two frames by file name.
     """
-    from .latex import LATEX_FILE, main_results_latex
-
     previous = read_tables_manifest(output_dir)
     frames = {
         MAIN_RESULTS_FILE: main_results_frame(real_runs, inert_factors),
