@@ -30,77 +30,57 @@ import time
 import yaml
 
 RESULTS_PER_DIR = 48
-BACKBONES = ("dlinear", "patchtst", "itransformer", "timesnet")
-FUSIONS = ("none", "film")
-VARIANTS = ("base", "nonstat", "multiscale")
-SEEDS = (42, 43)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A real runner dir: its three artifact files are the templates, so that sizes, key order
+# and the YAML the C loader parses are what a real benchmark has.
+TEMPLATE_DIR = os.path.join(
+    REPO, "examples", "realruns", "runs", "benchmarks", "b11_v2_edgar_off_h14_sf0_20261203_160959"
+)
 
 
-def _result(index: int, backbone: str, fusion: str, variant: str, seed: int) -> dict:
-    value = 700.0 + index * 0.013 + seed
-    return {
-        "model": backbone,
-        "mse": value * value,
-        "rmse": value,
-        "mae": value / 2,
-        "r2": -1e7 - value,
-        "best_val_loss": value * 150,
-        "train_time_sec": None,
-        "max_cuda_mem_mb": None,
-        "epochs": 2,
-        "status": "success",
-        "task": "regression",
-        "backbone": backbone,
-        "fusion_type": fusion,
-        "module_flags": {"nonstat": variant == "nonstat", "multiscale": variant == "multiscale"},
-        "module_variant": variant,
-        "seed": seed,
-    }
+def _templates() -> tuple[dict, dict, str]:
+    with open(os.path.join(TEMPLATE_DIR, "metrics.json")) as handle:
+        metrics = json.load(handle)
+    with open(os.path.join(TEMPLATE_DIR, "STATUS_RUN.json")) as handle:
+        status_run = json.load(handle)
+    with open(os.path.join(TEMPLATE_DIR, "configs", "resolved_config.yaml")) as handle:
+        config_text = handle.read()
+    return metrics, status_run, config_text
 
 
 def generate_tree(root: str, dirs: int) -> str:
-    """Write ``dirs`` bench dirs and a bench list under ``root``; return the list's path."""
+    """Write ``dirs`` bench dirs and a bench list under ``root``; return the list's path.
+
+    Each dir is the template dir with its own exp_name, timestamp and metric values, so
+    no two dirs share a key and every result is a real run.
+    """
+    metrics, status_run, config_text = _templates()
+    template_name = metrics["exp_name"]
     listed = []
     for number in range(dirs):
-        name = f"bench_{number:07d}_20260101_000000"
+        exp_name = f"bench_{number:07d}"
+        clock = f"{number // 3600 % 24:02d}{number // 60 % 60:02d}{number % 60:02d}"
+        stamp = f"2026{1 + number % 12:02d}{1 + number % 28:02d}_{clock}"
+        name = f"{exp_name}_{stamp}"
         bench = os.path.join(root, "runs", "benchmarks", name)
         os.makedirs(os.path.join(bench, "configs"))
-        results = [
-            _result(number, b, f, v, s)
-            for b in BACKBONES
-            for f in FUSIONS
-            for v in VARIANTS
-            for s in SEEDS
+
+        document = dict(metrics, exp_name=exp_name, timestamp=stamp)
+        document["results"] = [
+            dict(result, rmse=result["rmse"] + number * 1e-3, mse=result["mse"] + number)
+            for result in metrics["results"]
         ]
-        document = {
-            "exp_name": f"bench_{number:07d}",
-            "timestamp": "20260101_000000",
-            "status": "success",
-            "errors": [],
-            "use_edgar": number % 2 == 0,
-            "results_count": len(results),
-            "results": results,
-        }
         with open(os.path.join(bench, "metrics.json"), "w") as handle:
             json.dump(document, handle, indent=2)
         with open(os.path.join(bench, "STATUS_RUN.json"), "w") as handle:
-            json.dump({"exp_name": document["exp_name"], "status": "ok", "errors": []}, handle)
-        config = {
-            "exp_name": document["exp_name"],
-            "use_edgar": document["use_edgar"],
-            "models": list(BACKBONES),
-            "fusion_types": list(FUSIONS),
-            "module_variants": list(VARIANTS),
-            "seeds": list(SEEDS),
-            "bench_defaults": {"train": {"epochs": 2, "batch_size": 64, "lr": 0.001}},
-        }
+            json.dump(dict(status_run, exp_name=exp_name, timestamp=stamp), handle, indent=2)
         with open(os.path.join(bench, "configs", "resolved_config.yaml"), "w") as handle:
-            yaml.safe_dump(config, handle, sort_keys=False)
+            handle.write(config_text.replace(template_name, exp_name))
         listed.append(f"runs/benchmarks/{name}")
 
-    stamp = os.path.join(root, "runs", "orchestrator", "bench")
-    os.makedirs(stamp)
-    bench_list = os.path.join(stamp, "bench_dirs_all.txt")
+    stamp_dir = os.path.join(root, "runs", "orchestrator", "bench")
+    os.makedirs(stamp_dir)
+    bench_list = os.path.join(stamp_dir, "bench_dirs_all.txt")
     with open(bench_list, "w") as handle:
         handle.write("\n".join(listed) + "\n")
     return bench_list

@@ -20,7 +20,7 @@ from .auditlog import capture_audit_log
 from .coverage import column_label_order
 from .errors import BenchtruthError, ParameterError, TruthFileError
 from .evidence import check_executed_notebook
-from .outputs import atomic_write_text, dumps_strict_json
+from .outputs import atomic_write_text
 from .params import check_output_dir, normalise_path_parameter
 from .report import md_table
 from .runs import KEY_FIELDS, QUALITY_METRICS
@@ -31,6 +31,7 @@ from .truth import (
     generation_time,
     load_truth,
     previous_host_tag,
+    truth_json_chunks,
     write_truth,
 )
 
@@ -108,8 +109,10 @@ def _tagged(item: Mapping[str, Any], host_tag: str) -> dict[str, Any]:
 
 def truth_digest(document: Mapping[str, Any]) -> str:
     """The sha256 of the document as :func:`write_truth` writes it: its file's sha256."""
-    text = dumps_strict_json(document)
-    return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()
+    digest = hashlib.sha256()
+    for chunk in truth_json_chunks(document):
+        digest.update(chunk.encode("utf-8", "backslashreplace"))
+    return digest.hexdigest()
 
 
 # --- runs ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -30,7 +31,7 @@ _STAMP_SUFFIX = re.compile(r"_\d{8}_\d{6}$")
 Key = tuple[str, str, str, str, bool]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class RunRecord:
     """One real run: its key, seed, metrics, and where every value came from."""
 
@@ -61,9 +62,14 @@ class RunRecord:
         return (self.exp_name, self.backbone, self.fusion_type, self.module_variant, self.use_edgar)
 
     def to_dict(self) -> dict[str, Any]:
-        record = dataclasses.asdict(self)
+        record = dict(zip(RECORD_FIELDS, _record_values(self), strict=True))
         record["nonfinite_metrics"] = list(self.nonfinite_metrics)
         return record
+
+
+# Field by field rather than dataclasses.asdict, which deep-copies: a million records pay.
+RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(RunRecord))
+_record_values = operator.attrgetter(*RECORD_FIELDS)
 
 
 def parse_flag(value: Any) -> bool | None:

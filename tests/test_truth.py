@@ -10,6 +10,7 @@ from conftest import CASES, audit_case
 
 from benchtruth_utils import TruthFileError
 from benchtruth_utils.findings import Reason
+from benchtruth_utils.outputs import iter_strict_json
 from benchtruth_utils.truth import load_truth, truth_schema, validate_truth, write_truth
 
 
@@ -69,3 +70,26 @@ def test_load_truth_refuses_a_document_that_breaks_the_schema(truth, tmp_path):
 
     with pytest.raises(TruthFileError, match="real_run_count: -1 is less than the minimum of 0"):
         load_truth(str(path))
+
+
+def test_the_truth_file_reads_back_as_written_one_run_a_line(truth, tmp_path):
+    path = tmp_path / "benchmark_truthfulness.json"
+    write_truth(str(path), truth)
+    text = path.read_text(encoding="utf-8")
+
+    assert json.loads(text) == truth
+    run_lines = [line for line in text.splitlines() if line.startswith('    {"exp_name"')]
+    assert len(run_lines) == len(truth["real_runs"]) + len(truth["superseded_runs"])
+    assert json.loads(run_lines[0].rstrip(",")) == truth["real_runs"][0]
+    assert text.endswith("}\n") and '\n  "schema_version": 1,\n' in text
+
+
+def test_an_empty_list_and_a_nested_value_keep_plain_json_layout(tmp_path):
+    document = {"real_runs": [], "inputs": {"a": [1, 2]}, "excluded": [{"b": "é"}]}
+    text = "".join(iter_strict_json(document, {"real_runs", "excluded"}))
+
+    assert json.loads(text) == document
+    assert text == (
+        '{\n  "real_runs": [],\n  "inputs": {\n    "a": [\n      1,\n      2\n    ]\n  },\n'
+        '  "excluded": [\n    {"b": "é"}\n  ]\n}\n'
+    )

@@ -1,0 +1,132 @@
+"""The column-at-a-time schema check agrees with jsonschema, value for value.
+
+bulkschema may only say "valid" where jsonschema says so too; these tests hold it to
+saying exactly what jsonschema says, on truth documents with one value changed to
+anything JSON can hold, and on columns of generated values for every item schema.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import jsonschema
+import pytest
+from conftest import REALRUNS, audit_case
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from benchtruth_utils import bulkschema
+from benchtruth_utils.truth import truth_schema
+
+JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-3, max_value=3),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.sampled_from([0.0, 1.0, -1.0, 2.5]),
+    st.text(max_size=4),
+    st.sampled_from(
+        ["", "/abs/path", "C:\\x", "runs/x", "a" * 64, "0" * 64, "result", "run_log", "4090"]
+    ),
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=6,
+)
+
+
+def jsonschema_says(document, schema) -> bool:
+    return jsonschema.Draft202012Validator(schema).is_valid(document)
+
+
+@pytest.fixture(scope="module")
+def truth(tmp_path_factory):
+    result, _ = audit_case(REALRUNS, tmp_path_factory.mktemp("audit"))
+    return result.truth
+
+
+def leaf_paths(value, prefix=()):
+    """Every place in a document where a value sits, as a tuple of keys and indexes."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from leaf_paths(inner, (*prefix, key))
+    elif isinstance(value, list):
+        # The first and last item stand for the rest: the schema treats them all alike.
+        for index in sorted({0, len(value) - 1}) if value else ():
+            yield from leaf_paths(value[index], (*prefix, index))
+
+
+def test_an_audit_output_passes_both(truth):
+    assert bulkschema.conforms([truth], truth_schema())
+    assert jsonschema_says(truth, truth_schema())
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), replacement=JSON_VALUES)
+def test_one_changed_value_gets_the_same_verdict(truth, data, replacement):
+    paths = [path for path in leaf_paths(truth) if path]
+    path = data.draw(st.sampled_from(paths))
+    changed = copy.deepcopy(truth)
+    holder = changed
+    for step in path[:-1]:
+        holder = holder[step]
+    if data.draw(st.booleans()) and isinstance(holder, dict):
+        del holder[path[-1]]
+    else:
+        holder[path[-1]] = replacement
+
+    assert bulkschema.conforms([changed], truth_schema()) == jsonschema_says(
+        changed, truth_schema()
+    )
+
+
+def array_item_schemas():
+    schema = truth_schema()
+    for name, property_schema in schema["properties"].items():
+        if property_schema.get("type") == "array":
+            yield name, property_schema["items"]
+
+
+@pytest.mark.parametrize(("name", "item_schema"), list(array_item_schemas()))
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_columns_of_records_get_the_same_verdict(name, item_schema, data):
+    # Records with the schema's own property names, each value anything JSON holds:
+    # most break the schema somewhere, some do not.
+    names = [*item_schema.get("properties", {}), "extra"]
+    record = st.fixed_dictionaries(
+        {}, optional={field: JSON_VALUES | st.just("x") for field in names}
+    )
+    column = data.draw(st.lists(record, min_size=1, max_size=4))
+
+    assert bulkschema.conforms(column, item_schema) == all(
+        jsonschema_says(item, item_schema) for item in column
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "schema", "valid"),
+    [
+        ([1, True], {"enum": [1]}, False),
+        ([1.0, 2], {"type": "integer"}, True),
+        ([1.5], {"type": "integer"}, False),
+        ([True], {"type": "integer"}, False),
+        ([None, "a"], {"anyOf": [{"type": "string"}, {"type": "null"}]}, True),
+        ([3, {"a": 1}], {"anyOf": [{"type": "integer"}, {"type": "object"}]}, True),
+        ([5], {"not": {"pattern": "^/"}}, False),
+        (["/x"], {"type": "string", "not": {"pattern": "^(/|[A-Za-z]:\\\\)"}}, False),
+        ([math.inf], {"type": "number", "minimum": 0}, True),
+        ([(1, 2)], {"type": "array"}, False),
+    ],
+)
+def test_edge_values_match_jsonschema(values, schema, valid):
+    assert bulkschema.conforms(values, schema) is valid
+    assert all(jsonschema_says(value, schema) for value in values) is valid
+
+
+def test_an_unknown_keyword_is_declined_not_guessed():
+    with pytest.raises(bulkschema.Unsupported, match="maxLength"):
+        bulkschema.conforms(["abc"], {"type": "string", "maxLength": 2})
