@@ -7,17 +7,23 @@ refusal (a bad parameter, a missing bench list) leaves the output folder untouch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
+import functools
+import gc
 import glob
 import logging
+import multiprocessing
 import os
 import stat
+import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
+from tqdm import tqdm
 
 from . import __version__
 from .artifacts import (
@@ -30,7 +36,7 @@ from .artifacts import (
     read_run_log,
     read_status_run,
 )
-from .auditlog import capture_audit_log
+from .auditlog import PhaseTimes, capture_audit_log, progress_stream
 from .benchlist import BenchEntry, BenchList, find_unlisted_dirs, read_bench_list
 from .claimed import (
     DEFAULT_ABS_TOL,
@@ -50,23 +56,26 @@ from .figures import (
     save_png,
 )
 from .findings import Finding, Reason, Scope
-from .outputs import atomic_write_text, frame_to_csv_text
+from .outputs import EncodedItems, atomic_write_text, frame_to_csv_text
 from .params import (
     DEFAULT_HOST_TAGS,
     check_output_dir,
     default_paper_tables_dir,
+    normalise_flag_parameter,
     normalise_host_tag,
     normalise_path_parameter,
     normalise_tolerance,
 )
 from .paths import display_path, lexical_relative, short_repr
 from .report import render_report
-from .runs import KEY_FIELDS, RunRecord, records_from_dir, select_newest
+from .runs import KEY_FIELDS, RunRecord, Superseded, newest_indices, records_from_dir
 from .tables import MAIN_RESULTS_FILE, summarize_runs, write_tables, written_by_benchtruth
 from .truth import (
     METRIC_EXTRACTION_MAPPING,
     SCHEMA_VERSION,
     TRUTH_FILE,
+    decoded,
+    encode_items,
     generation_time,
     load_truth,
     previous_host_tag,
@@ -77,6 +86,13 @@ from .verify import verify_truth
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "benchmark_truthfulness.md"
+
+
+def timings_file_name(host_tag: str) -> str:
+    """The file, beside the audit log, that says how long each phase took."""
+    return f"benchmark_truthfulness_{host_tag}.timings.log"
+
+
 MARKED_CLAIMED_FILE = "claimed_main_results_marked.csv"
 CLAIMED_TABLE_FILE = "main_results.csv"
 
@@ -85,12 +101,22 @@ CLAIMED_TABLE_FILE = "main_results.csv"
 class AuditResult:
     """What one audit found and where it wrote it (paths as the caller gave them)."""
 
-    truth: dict[str, Any]
+    document: dict[str, Any]
     truth_path: str
     report_path: str
     log_path: str
     marked_claimed_path: str | None
     heatmap_path: str
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @functools.cached_property
+    def truth(self) -> dict[str, Any]:
+        """The truth document as its file holds it.
+
+        The audit keeps the runs as their encoded lines; they are decoded on first use
+        only, because a million decoded runs take more memory than the audit itself.
+        """
+        return decoded(self.document)
 
     @property
     def real_runs(self) -> pd.DataFrame:
@@ -228,6 +254,25 @@ def index_run_logs(logs_dir: str, project_root: str) -> RunLogIndex:
 
 
 @dataclasses.dataclass
+class DirScan:
+    """What one bench dir contributed: made in a worker process, so plain data only."""
+
+    summary: dict[str, Any]
+    records: list[RunRecord] = dataclasses.field(default_factory=list)
+    # Each record as its line of the truth file, checked against the schema.
+    record_lines: list[str] = dataclasses.field(default_factory=list)
+    excluded: list[Finding] = dataclasses.field(default_factory=list)
+    warnings: list[Finding] = dataclasses.field(default_factory=list)
+    plan: Plan | None = None
+    coverage: dict[str, Any] | None = None
+    missing_runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    unplanned_runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    inert_factors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    inert_seeds: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    inert_summary: str | None = None
+
+
+@dataclasses.dataclass
 class Scan:
     """Everything read from the bench dirs, before the claimed table is looked at."""
 
@@ -239,81 +284,194 @@ class Scan:
     coverage: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     missing_runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     unplanned_runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    inert_factors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    inert_seeds: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    inert_summary: dict[str, str] = dataclasses.field(default_factory=dict)
+    record_lines: list[str] = dataclasses.field(default_factory=list)
+
+    def add(self, scanned: DirScan) -> None:
+        self.bench_dirs.append(scanned.summary)
+        self.records.extend(scanned.records)
+        self.record_lines.extend(scanned.record_lines)
+        self.excluded.extend(scanned.excluded)
+        self.warnings.extend(scanned.warnings)
+        if scanned.plan is not None:
+            self.plans[scanned.summary["path"]] = scanned.plan
+        if scanned.coverage is not None:
+            self.coverage.append(scanned.coverage)
+        self.missing_runs.extend(scanned.missing_runs)
+        self.unplanned_runs.extend(scanned.unplanned_runs)
+        self.inert_factors.extend(scanned.inert_factors)
+        self.inert_seeds.extend(scanned.inert_seeds)
+        if scanned.inert_summary:
+            self.inert_summary[scanned.summary["path"]] = scanned.inert_summary
+
+
+# What a worker needs of one listed dir: the entry, and its run log (name, sha256, wall time).
+DirTask = tuple[BenchEntry, str | None, str | None, float | None]
+
+
+def scan_one_dir(task: DirTask) -> DirScan:
+    """Read one bench dir's artifacts and decide which of its results are real runs."""
+    entry, run_log, run_log_sha256, log_wall_seconds = task
+    summary: dict[str, Any] = {
+        "path": entry.path,
+        "bench_list_line": entry.line,
+        "counted": False,
+        "code": None,
+        "results": 0,
+        "real_runs": 0,
+        "excluded_results": 0,
+        "run_log": run_log,
+        "artifacts": {},
+        "provenance": {},
+    }
+    if run_log is not None:
+        summary["artifacts"][run_log] = run_log_sha256
+    scanned = DirScan(summary)
+
+    unusable = check_bench_dir(entry)
+    if unusable is not None:
+        scanned.excluded.append(unusable)
+        summary["code"] = unusable.code.value
+        return scanned
+
+    config = read_config(entry.location)
+    metrics = read_metrics(entry.location)
+    status_run = read_status_run(entry.location)
+    verdict = records_from_dir(
+        entry.path,
+        metrics=metrics,
+        status_run=status_run,
+        config=config,
+        log_wall_seconds=log_wall_seconds,
+    )
+    # Every file whose content decided something, so that verify can re-hash it.
+    for name, parsed in (
+        (METRICS_FILE, metrics),
+        (STATUS_RUN_FILE, status_run),
+        (CONFIG_FILE, config),
+    ):
+        if parsed.sha256 is not None:
+            summary["artifacts"][f"{entry.path}/{name}"] = parsed.sha256
+    scanned.plan = plan_from_config(config)
+    summary["provenance"] = config_provenance(config)
+    scanned.records = verdict.records
+    scanned.record_lines = list(encode_items([r.to_dict() for r in verdict.records], "real_runs"))
+    scanned.excluded = verdict.excluded
+    scanned.warnings = verdict.warnings
+
+    dir_exclusions = [f for f in verdict.excluded if f.scope is Scope.BENCH_DIR]
+    summary["counted"] = not dir_exclusions
+    summary["code"] = dir_exclusions[0].code.value if dir_exclusions else None
+    summary["results"] = verdict.results_count
+    summary["real_runs"] = len(verdict.records)
+    summary["excluded_results"] = len(verdict.excluded) - len(dir_exclusions)
+
+    # Coverage only means something for a dir whose results were read: an excluded
+    # dir's planned runs show as excluded in the grid, not as missing.
+    if summary["counted"]:
+        scanned.coverage, scanned.missing_runs, scanned.unplanned_runs = compare_plan(
+            entry.path, scanned.plan, verdict.records, verdict.exp_name, verdict.use_edgar
+        )
+    # Inert factors compare runs within one dir, so each dir is settled here.
+    factors, seeds, summaries = find_inert_factors(verdict.records)
+    scanned.inert_factors, scanned.inert_seeds = factors, seeds
+    scanned.inert_summary = summaries.get(entry.path)
+    return scanned
+
+
+@contextlib.contextmanager
+def cycle_collector_paused() -> Iterator[None]:
+    """Python's cycle collector off for the block, on again after (if it was on).
+
+    The collector walks every live object each time enough new ones pile up; with a
+    million run records alive it did so again and again, which doubled the time of
+    scanning 100k runs. Records hold no reference cycles: reference counting frees them.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+# Below this many dirs, starting worker processes costs more than it saves.
+MIN_DIRS_FOR_WORKERS = 64
+
+
+def default_workers() -> int:
+    """One worker process a core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _scan_in_workers(tasks: list[DirTask], workers: int) -> Iterator[DirScan]:
+    """``scan_one_dir`` over the tasks, in their order, in ``workers`` processes."""
+    if workers <= 1 or len(tasks) < MIN_DIRS_FOR_WORKERS:
+        yield from map(scan_one_dir, tasks)
+        return
+
+    # fork shares the parent's imports at no cost; where there is none, spawn works too.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    # Chunks big enough that a worker's strings travel once a chunk, small enough that
+    # both workers stay busy to the end.
+    chunksize = max(1, min(64, len(tasks) // (workers * 8)))
+    with context.Pool(workers) as pool:
+        yield from pool.imap(scan_one_dir, tasks, chunksize=chunksize)
 
 
 def scan_bench_dirs(
-    entries: Iterable[BenchEntry],
+    entries: Sequence[BenchEntry],
     run_logs: RunLogIndex,
+    workers: int = 1,
+    progress: bool = False,
 ) -> Scan:
-    """Read each bench dir's artifacts and turn them into real runs and findings."""
-    scan = Scan(records=[], excluded=[], warnings=[], bench_dirs=[])
+    """Read each bench dir's artifacts and turn them into real runs and findings.
 
+    With ``workers`` above one the dirs are read in that many processes; the result
+    is the same, in the same order, as reading them one after another.
+    """
+    tasks: list[DirTask] = []
     for entry in entries:
-        summary: dict[str, Any] = {
-            "path": entry.path,
-            "bench_list_line": entry.line,
-            "counted": False,
-            "code": None,
-            "results": 0,
-            "real_runs": 0,
-            "excluded_results": 0,
-            "run_log": run_logs.log_of.get(entry.path),
-            "artifacts": {},
-            "provenance": {},
-        }
-        if summary["run_log"] is not None:
-            summary["artifacts"][summary["run_log"]] = run_logs.sha256_of[summary["run_log"]]
-        scan.bench_dirs.append(summary)
+        run_log = run_logs.log_of.get(entry.path)
+        log_sha256 = run_logs.sha256_of[run_log] if run_log is not None else None
+        tasks.append((entry, run_log, log_sha256, run_logs.wall_seconds.get(entry.path)))
 
-        unusable = check_bench_dir(entry)
-        if unusable is not None:
-            scan.excluded.append(unusable)
-            summary["code"] = unusable.code.value
-            continue
-
-        config = read_config(entry.location)
-        metrics = read_metrics(entry.location)
-        status_run = read_status_run(entry.location)
-        verdict = records_from_dir(
-            entry.path,
-            metrics=metrics,
-            status_run=status_run,
-            config=config,
-            log_wall_seconds=run_logs.wall_seconds.get(entry.path),
-        )
-        # Every file whose content decided something, so that verify can re-hash it.
-        for name, parsed in (
-            (METRICS_FILE, metrics),
-            (STATUS_RUN_FILE, status_run),
-            (CONFIG_FILE, config),
-        ):
-            if parsed.sha256 is not None:
-                summary["artifacts"][f"{entry.path}/{name}"] = parsed.sha256
-        plan = plan_from_config(config)
-        scan.plans[entry.path] = plan
-        summary["provenance"] = config_provenance(config)
-        scan.records.extend(verdict.records)
-        scan.excluded.extend(verdict.excluded)
-        scan.warnings.extend(verdict.warnings)
-
-        dir_exclusions = [f for f in verdict.excluded if f.scope is Scope.BENCH_DIR]
-        summary["counted"] = not dir_exclusions
-        summary["code"] = dir_exclusions[0].code.value if dir_exclusions else None
-        summary["results"] = verdict.results_count
-        summary["real_runs"] = len(verdict.records)
-        summary["excluded_results"] = len(verdict.excluded) - len(dir_exclusions)
-
-        # Coverage only means something for a dir whose results were read: an excluded
-        # dir's planned runs show as excluded in the grid, not as missing.
-        if summary["counted"]:
-            dir_coverage, missing, unplanned = compare_plan(
-                entry.path, plan, verdict.records, verdict.exp_name, verdict.use_edgar
-            )
-            scan.coverage.append(dir_coverage)
-            scan.missing_runs.extend(missing)
-            scan.unplanned_runs.extend(unplanned)
-
+    scan = Scan(records=[], excluded=[], warnings=[], bench_dirs=[])
+    bar = None
+    for scanned in _scan_in_workers(tasks, workers):
+        # Made once the workers exist: tqdm may start a thread, and fork should not see one.
+        bar = bar or progress_bar(len(tasks), "scanning bench dirs", enabled=progress)
+        scan.add(scanned)
+        bar.update()
+    if bar is not None:
+        bar.close()
     return scan
+
+
+def progress_bar(total: int, description: str, enabled: bool) -> tqdm:
+    """A tqdm bar that redraws at every twentieth of ``total``, never on a timer.
+
+    Redraws tied to progress, not to the clock, write the same text on every run, so an
+    executed notebook that shows the bar stays byte-identical across reruns.
+    """
+    return tqdm(
+        total=total,
+        desc=description,
+        disable=not enabled,
+        file=progress_stream(),
+        mininterval=0,
+        maxinterval=float("inf"),
+        miniters=max(1, total // 20),
+        bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} dirs",
+        ascii=True,
+    )
 
 
 def _mark_claimed(
@@ -377,6 +535,7 @@ def build_truth_document(
     bench_list: BenchList,
     scan: Scan,
     kept: list[RunRecord],
+    kept_lines: EncodedItems,
     superseded: list,
     run_logs: RunLogIndex,
     claimed_section: Mapping[str, Any],
@@ -392,7 +551,10 @@ def build_truth_document(
         for finding in (*bench_list.findings, *run_logs.warnings, *scan.warnings, *claimed_findings)
     ]
     dirs_excluded = sum(1 for summary in scan.bench_dirs if not summary["counted"])
-    inert_factors, inert_seeds, inert_summary = find_inert_factors(scan.records)
+    # In the order find_inert_factors gives for all dirs at once: by dir.
+    inert_factors = sorted(scan.inert_factors, key=lambda finding: finding["bench_dir"])
+    inert_seeds = sorted(scan.inert_seeds, key=lambda finding: finding["bench_dir"])
+    inert_summary = dict(sorted(scan.inert_summary.items()))
     grid = coverage_grid(
         scan.bench_dirs,
         scan.plans,
@@ -447,7 +609,7 @@ def build_truth_document(
         "inert_seeds": inert_seeds,
         "coverage_grid": grid,
         "metric_extraction_mapping": METRIC_EXTRACTION_MAPPING,
-        "real_runs": [record.to_dict() for record in kept],
+        "real_runs": kept_lines,
     }
 
 
@@ -518,6 +680,8 @@ def run_audit(
     allowed_host_tags: Iterable[object] = DEFAULT_HOST_TAGS,
     rel_tol: float = DEFAULT_REL_TOL,
     abs_tol: float = DEFAULT_ABS_TOL,
+    workers: int | None = None,
+    progress: bool | None = None,
 ) -> AuditResult:
     """Audit the bench dirs of ``bench_list`` and write the evidence into ``output_dir``.
 
@@ -536,6 +700,11 @@ def run_audit(
         The folder that holds ``runs/``; every path in the evidence is relative to it.
     rel_tol, abs_tol:
         How far a claimed number may be from the recomputed one and still agree.
+    workers:
+        Processes that read bench dirs; by default one a core. The result is the same
+        for any number.
+    progress:
+        Show a progress bar while scanning; by default only on a terminal.
 
     Returns
     -------
@@ -560,60 +729,99 @@ def run_audit(
     abs_tol = normalise_tolerance("abs_tol", abs_tol)
     check_output_dir("output_dir", output_dir)
 
-    with capture_audit_log() as log_lines:
-        listed = read_bench_list(bench_list, project_root)
-        logs_dir = os.path.join(os.path.dirname(bench_list), "logs")
-        run_logs = index_run_logs(logs_dir, project_root)
-        scan = scan_bench_dirs(listed.entries, run_logs)
-        listed.findings.extend(find_unlisted_dirs(listed.entries, project_root))
-        kept, superseded = select_newest(scan.records)
+    workers = default_workers() if workers is None else max(1, int(workers))
+    if progress is None:
+        progress = sys.stderr.isatty()
+    progress = normalise_flag_parameter("progress", progress)
+    times = PhaseTimes()
 
-        claimed_path = os.path.join(paper_tables_dir, CLAIMED_TABLE_FILE)
-        claimed_section, marked, claimed_findings = _mark_claimed(
-            claimed_path, project_root, kept, rel_tol, abs_tol
-        )
-        truth = build_truth_document(
-            host_tag=host_tag,
-            project_root=project_root,
-            bench_list=listed,
-            scan=scan,
-            kept=kept,
-            superseded=superseded,
-            run_logs=run_logs,
-            claimed_section=claimed_section,
-            marked=marked,
-            claimed_findings=claimed_findings,
-            rel_tol=rel_tol,
-            abs_tol=abs_tol,
-        )
-        _log_narrative(truth)
+    with capture_audit_log() as log_lines, cycle_collector_paused():
+        with times.phase("read bench list and run logs"):
+            listed = read_bench_list(bench_list, project_root)
+            logs_dir = os.path.join(os.path.dirname(bench_list), "logs")
+            run_logs = index_run_logs(logs_dir, project_root)
+        with times.phase("scan bench dirs"):
+            scan = scan_bench_dirs(listed.entries, run_logs, workers, progress)
+        with times.phase("look for unlisted dirs"):
+            listed.findings.extend(find_unlisted_dirs(listed.entries, project_root))
+        with times.phase("select newest runs"):
+            kept_positions, superseded_pairs = newest_indices(scan.records)
+            kept = [scan.records[position] for position in kept_positions]
+            kept_lines = EncodedItems(
+                (scan.record_lines[position] for position in kept_positions), "real_runs"
+            )
+            superseded = [
+                Superseded(
+                    scan.records[old], scan.records[by].run_dir, scan.records[by].result_index
+                )
+                for old, by in superseded_pairs
+            ]
+
+        with times.phase("mark claimed table"):
+            claimed_path = os.path.join(paper_tables_dir, CLAIMED_TABLE_FILE)
+            claimed_section, marked, claimed_findings = _mark_claimed(
+                claimed_path, project_root, kept, rel_tol, abs_tol
+            )
+        with times.phase("build truth document"):
+            truth = build_truth_document(
+                host_tag=host_tag,
+                project_root=project_root,
+                bench_list=listed,
+                scan=scan,
+                kept=kept,
+                kept_lines=kept_lines,
+                superseded=superseded,
+                run_logs=run_logs,
+                claimed_section=claimed_section,
+                marked=marked,
+                claimed_findings=claimed_findings,
+                rel_tol=rel_tol,
+                abs_tol=abs_tol,
+            )
+        with times.phase("log what was counted"):
+            _log_narrative(truth)
 
         # The marked copy goes first: once it exists, nothing of the claimed table is lost
         # even if a later step (or 02) replaces the table itself.
         marked_path = None
         if marked is not None:
-            marked_path = os.path.join(output_dir, MARKED_CLAIMED_FILE)
-            atomic_write_text(
-                marked_path, frame_to_csv_text(marked.marked, list(marked.marked.columns))
-            )
+            with times.phase("write marked claimed table"):
+                marked_path = os.path.join(output_dir, MARKED_CLAIMED_FILE)
+                atomic_write_text(
+                    marked_path, frame_to_csv_text(marked.marked, list(marked.marked.columns))
+                )
             logger.info("wrote %s", MARKED_CLAIMED_FILE)
 
         truth_path = os.path.join(output_dir, TRUTH_FILE)
         _warn_other_host(truth_path, host_tag)
-        write_truth(truth_path, truth)
+        with times.phase("validate and write truth file"):
+            write_truth(truth_path, truth)
         logger.info("wrote %s", TRUTH_FILE)
 
-        report_path = os.path.join(output_dir, REPORT_FILE)
-        atomic_write_text(report_path, render_report(truth))
+        with times.phase("write report"):
+            report_path = os.path.join(output_dir, REPORT_FILE)
+            atomic_write_text(report_path, render_report(truth))
         logger.info("wrote %s", REPORT_FILE)
 
-        heatmap_path = os.path.join(output_dir, COVERAGE_HEATMAP_FILE)
-        save_png(plot_coverage_heatmap(truth["coverage_grid"]), heatmap_path)
+        with times.phase("draw coverage heatmap"):
+            heatmap_path = os.path.join(output_dir, COVERAGE_HEATMAP_FILE)
+            save_png(plot_coverage_heatmap(truth["coverage_grid"]), heatmap_path)
         logger.info("wrote %s", COVERAGE_HEATMAP_FILE)
 
     log_path = os.path.join(output_dir, "logs", f"benchmark_truthfulness_{host_tag}.log")
     atomic_write_text(log_path, "\n".join(log_lines) + "\n")
-    return AuditResult(truth, truth_path, report_path, log_path, marked_path, heatmap_path)
+    timings_path = os.path.join(output_dir, "logs", timings_file_name(host_tag))
+    atomic_write_text(
+        timings_path,
+        times.render(
+            bench_dirs=truth["bench_dirs_count"],
+            real_runs=truth["real_run_count"],
+            worker_processes=workers if len(listed.entries) >= MIN_DIRS_FOR_WORKERS else 1,
+        ),
+    )
+    return AuditResult(
+        truth, truth_path, report_path, log_path, marked_path, heatmap_path, times.seconds
+    )
 
 
 def build_tables(

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
+import time
 from collections.abc import Iterator
+from typing import Any, TextIO
 
 from .paths import safe_text
 
@@ -56,8 +59,13 @@ def capture_audit_log() -> Iterator[list[str]]:
 
 
 def configure_notebook_logging(level: int = logging.INFO) -> None:
-    """Show the package's log in a notebook or terminal; call once, from the first cell."""
-    handler = logging.StreamHandler()
+    """Show the package's log in a notebook or terminal; call once, from the first cell.
+
+    The log goes to stdout, the stream a cell's prints use: the kernel sends stdout and
+    stderr on separate timers, so with two streams the order of a cell's outputs, and so
+    the executed notebook's bytes, would change from run to run.
+    """
+    handler = logging.StreamHandler(sys.stdout)
     handler.addFilter(_ShortNameFilter())
     handler.setFormatter(logging.Formatter(LINE_FORMAT))
     package_logger = logging.getLogger(PACKAGE_LOGGER)
@@ -67,3 +75,38 @@ def configure_notebook_logging(level: int = logging.INFO) -> None:
     package_logger.addHandler(handler)
     package_logger.setLevel(level)
     package_logger.propagate = False
+
+
+def progress_stream() -> TextIO:
+    """Where a progress bar goes: where the package's log is shown, else stderr."""
+    for handler in logging.getLogger(PACKAGE_LOGGER).handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, _KeptLines):
+            return handler.stream
+    return sys.stderr
+
+
+class PhaseTimes:
+    """How long each phase of one run took, kept for the timings log.
+
+    Timings differ on every run, so they have a file of their own: the audit log,
+    like every other output, stays byte-identical for the same inputs.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def render(self, **figures: Any) -> str:
+        """One line a phase, then the total and the given figures (runs, dirs, workers)."""
+        width = max((len(name) for name in self.seconds), default=5)
+        lines = [f"{name:<{width}}  {seconds:9.3f} s" for name, seconds in self.seconds.items()]
+        lines.append(f"{'total':<{width}}  {sum(self.seconds.values()):9.3f} s")
+        lines += [f"{name}: {value}" for name, value in figures.items()]
+        return "\n".join(lines) + "\n"

@@ -47,7 +47,7 @@ def plot_coverage_heatmap(grid: Mapping[str, Any]) -> Figure:
     """Bench dirs by configuration and seed, coloured real / superseded / excluded / missing."""
     matrix, rows, columns = coverage_matrix(grid)
     width = min(4 + 0.18 * len(columns), 40)
-    height = min(2 + 0.3 * len(rows), 40)
+    height = min(2 + 0.3 * len(rows), 20)
     figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()

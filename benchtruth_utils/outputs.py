@@ -64,6 +64,18 @@ def atomic_write_chunks(path: str, chunks: Iterable[str]) -> None:
         raise
 
 
+class EncodedItems(list):
+    """Items of a JSON list, each already encoded as one line of strict JSON.
+
+    Made by :func:`benchtruth_utils.truth.encode_items`, which checks the items against
+    the schema first; the file writer copies the lines as they are.
+    """
+
+    def __init__(self, lines: Iterable[str], property_name: str) -> None:
+        super().__init__(lines)
+        self.property_name = property_name
+
+
 def iter_strict_json(document: Any, one_line_items: Collection[str] = ()) -> Iterator[str]:
     """Strict JSON (a NaN or Infinity anywhere raises), indented by two, in pieces.
 
@@ -81,6 +93,13 @@ def iter_strict_json(document: Any, one_line_items: Collection[str] = ()) -> Ite
     for position, (key, value) in enumerate(document.items()):
         ending = ",\n" if position < last else "\n"
         name = compact.encode(str(key))
+        if isinstance(value, EncodedItems):
+            yield f"  {name}: [\n" if value else f"  {name}: []{ending}"
+            for index, line in enumerate(value):
+                yield f"    {line},\n" if index < len(value) - 1 else f"    {line}\n"
+            if value:
+                yield f"  ]{ending}"
+            continue
         if key in one_line_items and isinstance(value, list) and value:
             yield f"  {name}: [\n"
             for index, item in enumerate(value):

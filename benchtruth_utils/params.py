@@ -94,6 +94,7 @@ def audit_parameters(
     rel_tol: object = 1e-6,
     abs_tol: object = 1e-9,
     strict: object = False,
+    progress: object = True,
 ) -> dict[str, object]:
     """The 01 notebook's parameters, normalised: what :func:`run_audit` will really use.
 
@@ -117,6 +118,7 @@ def audit_parameters(
         "rel_tol": normalise_tolerance("rel_tol", rel_tol),
         "abs_tol": normalise_tolerance("abs_tol", abs_tol),
         "strict": normalise_flag_parameter("strict", strict),
+        "progress": normalise_flag_parameter("progress", progress),
     }
 
 

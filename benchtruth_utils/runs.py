@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 from .artifacts import CONFIG_FILE, METRICS_FILE, STATUS_RUN_FILE, Parsed
 from .findings import Finding, Reason, Scope
@@ -31,9 +31,12 @@ _STAMP_SUFFIX = re.compile(r"_\d{8}_\d{6}$")
 Key = tuple[str, str, str, str, bool]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RunRecord:
-    """One real run: its key, seed, metrics, and where every value came from."""
+class RunRecord(NamedTuple):
+    """One real run: its key, seed, metrics, and where every value came from.
+
+    A named tuple: a million of them are made, pickled between processes and kept,
+    and a tuple is the cheapest record Python has for all three.
+    """
 
     exp_name: str
     backbone: str
@@ -62,14 +65,12 @@ class RunRecord:
         return (self.exp_name, self.backbone, self.fusion_type, self.module_variant, self.use_edgar)
 
     def to_dict(self) -> dict[str, Any]:
-        record = dict(zip(RECORD_FIELDS, _record_values(self), strict=True))
+        record = dict(zip(RECORD_FIELDS, self, strict=True))
         record["nonfinite_metrics"] = list(self.nonfinite_metrics)
         return record
 
 
-# Field by field rather than dataclasses.asdict, which deep-copies: a million records pay.
-RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(RunRecord))
-_record_values = operator.attrgetter(*RECORD_FIELDS)
+RECORD_FIELDS = RunRecord._fields
 
 
 def parse_flag(value: Any) -> bool | None:
@@ -263,6 +264,62 @@ def is_unicode(text: str) -> bool:
     return True
 
 
+def _result_problem(
+    result: Any, good_texts: dict[str, str]
+) -> tuple[tuple[Reason, str] | None, list[str]]:
+    """Why one result is not a run (status, key texts, seed), else None and its key texts.
+
+    Key texts found good are kept in ``good_texts`` (interned), so that a dir's many
+    results with the same backbone pay for one check and share one string.
+    """
+    if type(result) is not dict:
+        return (Reason.RESULT_NOT_OBJECT, f"result is {type(result).__name__}, not an object"), []
+    if result.get("status") is None:
+        return (Reason.RESULT_STATUS_MISSING, "no 'status'"), []
+    if result["status"] != "success":
+        return (Reason.RESULT_STATUS_NOT_SUCCESS, f"status is {short_repr(result['status'])}"), []
+
+    texts = []
+    for field in TEXT_KEY_FIELDS:
+        value = result.get(field)
+        if field == "backbone" and (value is None or value == ""):
+            value = result.get("model")
+        if type(value) is str and value in good_texts:
+            texts.append(good_texts[value])
+            continue
+        text, reason, detail = _key_text(result, field)
+        if reason is not None:
+            return (reason, detail), []
+        texts.append(good_texts.setdefault(text, sys.intern(text)))
+
+    seed = result.get("seed")
+    if seed is None:
+        return (Reason.SEED_MISSING, "seed is missing or null"), []
+    if type(seed) is not int:
+        return (Reason.SEED_NOT_INTEGER, f"seed is {short_repr(seed)}, not an integer"), []
+    return None, texts
+
+
+def _quality_metrics(result: dict) -> tuple[list[float | None], tuple[str, ...], str | None]:
+    """The four quality metrics (None where missing or non-finite), the non-finite names,
+    and the problem when one is not a number at all."""
+    values: list[float | None] = []
+    nonfinite: list[str] = []
+    for name in QUALITY_METRICS:
+        value = result.get(name)
+        if type(value) is float and value - value == 0.0:
+            # The common case, finite floats, without the general classification.
+            values.append(value)
+            continue
+        number, kind = _number(value)
+        if kind == "bad":
+            return values, (), f"{name} is {short_repr(value)}, not a number"
+        if kind == "nonfinite":
+            nonfinite.append(name)
+        values.append(number)
+    return values, tuple(nonfinite), None
+
+
 def records_from_dir(
     run_dir: str,
     metrics: Parsed,
@@ -322,70 +379,60 @@ def records_from_dir(
 
     results = document["results"]
     timestamp = document.get("timestamp")
-    verdict.timestamp = timestamp if isinstance(timestamp, str) else ""
+    verdict.timestamp = sys.intern(timestamp) if isinstance(timestamp, str) else ""
     verdict.results_count = len(results)
     time_share = log_wall_seconds / len(results) if log_wall_seconds is not None else None
+    # What the dir says of use_edgar, for the (usual) results that do not say it themselves.
+    dir_use_edgar = _resolve_use_edgar({}, document, config_values)
+    # Key texts repeat across a dir's results: each distinct one is checked once.
+    good_texts: dict[str, str] = {}
+    run_dir, metrics_path = sys.intern(run_dir), sys.intern(metrics_path)
 
     for index, result in enumerate(results):
-        item = f"results[{index}]"
-
-        def exclude(code: Reason, detail: str, item: str = item, result: Any = result) -> None:
-            finding = Finding(code, Scope.RESULT, metrics_path, detail, item, cell_label(result))
-            verdict.excluded.append(finding)
-
-        if not isinstance(result, dict):
-            exclude(Reason.RESULT_NOT_OBJECT, f"result is {type(result).__name__}, not an object")
-            continue
-        if "status" not in result or result["status"] is None:
-            exclude(Reason.RESULT_STATUS_MISSING, "no 'status'")
-            continue
-        if result["status"] != "success":
-            exclude(Reason.RESULT_STATUS_NOT_SUCCESS, f"status is {short_repr(result['status'])}")
-            continue
-
-        key_values: dict[str, str] = {}
-        problem: tuple[Reason, str] | None = None
-        for field in TEXT_KEY_FIELDS:
-            text, reason, detail = _key_text(result, field)
-            if reason is not None:
-                problem = (reason, detail)
-                break
-            key_values[field] = text
+        problem, key_texts = _result_problem(result, good_texts)
         if problem is not None:
-            exclude(*problem)
+            code, detail = problem
+            item = f"results[{index}]"
+            verdict.excluded.append(
+                Finding(code, Scope.RESULT, metrics_path, detail, item, cell_label(result))
+            )
             continue
 
-        seed = result.get("seed")
-        if seed is None:
-            exclude(Reason.SEED_MISSING, "seed is missing or null")
-            continue
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            exclude(Reason.SEED_NOT_INTEGER, f"seed is {short_repr(seed)}, not an integer")
-            continue
-
-        use_edgar, use_edgar_source, edgar_problem = _resolve_use_edgar(
-            result, document, config_values
-        )
+        if result.get("use_edgar") is None:
+            use_edgar, use_edgar_source, edgar_problem = dir_use_edgar
+        else:
+            use_edgar, use_edgar_source, edgar_problem = _resolve_use_edgar(
+                result, document, config_values
+            )
         if use_edgar is None:
             code = Reason.USE_EDGAR_UNREADABLE if use_edgar_source else Reason.USE_EDGAR_MISSING
-            exclude(code, edgar_problem)
+            verdict.excluded.append(
+                Finding(
+                    code,
+                    Scope.RESULT,
+                    metrics_path,
+                    edgar_problem,
+                    f"results[{index}]",
+                    cell_label(result),
+                )
+            )
             continue
 
-        values: dict[str, float | None] = {}
-        nonfinite: list[str] = []
-        bad_metric = None
-        for name in QUALITY_METRICS:
-            number, kind = _number(result.get(name))
-            if kind == "bad":
-                bad_metric = f"{name} is {short_repr(result.get(name))}, not a number"
-                break
-            if kind == "nonfinite":
-                nonfinite.append(name)
-            values[name] = number
+        quality, nonfinite, bad_metric = _quality_metrics(result)
         if bad_metric is not None:
-            exclude(Reason.METRIC_NOT_NUMBER, bad_metric)
+            verdict.excluded.append(
+                Finding(
+                    Reason.METRIC_NOT_NUMBER,
+                    Scope.RESULT,
+                    metrics_path,
+                    bad_metric,
+                    f"results[{index}]",
+                    cell_label(result),
+                )
+            )
             continue
 
+        efficiency = []
         for name in EFFICIENCY_METRICS:
             number, kind = _number(result.get(name))
             if kind == "bad":
@@ -395,32 +442,34 @@ def records_from_dir(
                         Scope.RESULT,
                         metrics_path,
                         f"{name} is {short_repr(result.get(name))}; treated as not logged",
-                        item,
+                        f"results[{index}]",
                     )
                 )
-            values[name] = number
+            efficiency.append(number)
+        train_time_sec, max_cuda_mem_mb = efficiency
 
-        train_time_source = "metrics.json" if values["train_time_sec"] is not None else None
+        train_time_source = "metrics.json" if train_time_sec is not None else None
         if train_time_source is None and time_share is not None:
-            values["train_time_sec"] = time_share
-            train_time_source = "run_log"
+            train_time_sec, train_time_source = time_share, "run_log"
 
         verdict.records.append(
             RunRecord(
-                exp_name=exp_name,
-                use_edgar=use_edgar,
-                seed=seed,
-                **key_values,
-                **values,
-                train_time_source=train_time_source,
-                nonfinite_metrics=tuple(nonfinite),
-                exp_name_source=exp_name_source,
-                use_edgar_source=use_edgar_source,
-                run_dir=run_dir,
-                metrics_path=metrics_path,
-                metrics_sha256=metrics.sha256,
-                result_index=index,
-                timestamp=verdict.timestamp,
+                exp_name,
+                *key_texts,
+                use_edgar,
+                result["seed"],
+                *quality,
+                train_time_sec,
+                max_cuda_mem_mb,
+                train_time_source,
+                nonfinite,
+                exp_name_source,
+                use_edgar_source,
+                run_dir,
+                metrics_path,
+                metrics.sha256,
+                index,
+                verdict.timestamp,
             )
         )
 
@@ -455,24 +504,39 @@ def _newness(record: RunRecord) -> tuple[str, str, int]:
     return (sortable_timestamp(record.timestamp), record.run_dir, record.result_index)
 
 
-def select_newest(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[Superseded]]:
-    """Keep the newest run of every (key, seed); list the others as superseded.
+def newest_indices(records: Sequence[RunRecord]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Positions of the newest run of every (key, seed), sorted by key and seed, and of
+    every other run paired with the position of the run that replaces it.
 
-    Newest means the latest metrics.json ``timestamp``, then the later dir name,
-    then the later position in ``results``. Both lists come back sorted by key and seed.
+    Newest means the latest metrics.json ``timestamp``, then the later dir name, then
+    the later position in ``results``.
     """
-    groups: dict[tuple[Key, int], list[RunRecord]] = {}
-    for record in records:
-        groups.setdefault((record.key, record.seed), []).append(record)
+    # A record's first six fields are its key and seed: the tuple to group and sort by.
+    groups: dict[tuple, list[int]] = {}
+    for position, record in enumerate(records):
+        groups.setdefault(record[:6], []).append(position)
 
-    kept: list[RunRecord] = []
-    superseded: list[Superseded] = []
+    kept: list[int] = []
+    superseded: list[tuple[int, int]] = []
     for group_key in sorted(groups):
-        ordered = sorted(groups[group_key], key=_newness)
+        positions = groups[group_key]
+        if len(positions) == 1:
+            kept.append(positions[0])
+            continue
+        ordered = sorted(positions, key=lambda position: _newness(records[position]))
         newest = ordered[-1]
         kept.append(newest)
-        superseded.extend(
-            Superseded(old, newest.run_dir, newest.result_index) for old in ordered[:-1]
-        )
-
+        superseded.extend((old, newest) for old in ordered[:-1])
     return kept, superseded
+
+
+def select_newest(records: Sequence[RunRecord]) -> tuple[list[RunRecord], list[Superseded]]:
+    """Keep the newest run of every (key, seed); list the others as superseded.
+
+    See :func:`newest_indices`. Both lists come back sorted by key and seed.
+    """
+    kept, superseded = newest_indices(records)
+    return [records[position] for position in kept], [
+        Superseded(records[old], records[by].run_dir, records[by].result_index)
+        for old, by in superseded
+    ]

@@ -21,6 +21,19 @@ CASES = FIXTURES / "cases"
 REALRUNS = FIXTURES / "realruns"
 
 
+def output_bytes(out_dir: Path) -> dict[Path, bytes]:
+    """Every output file's bytes by relative path, but the timings log.
+
+    The timings log says how long each phase took: the one output meant to differ
+    between reruns (beside ``generated_at``, which SOURCE_DATE_EPOCH pins).
+    """
+    return {
+        path.relative_to(out_dir): path.read_bytes()
+        for path in sorted(out_dir.rglob("*"))
+        if path.is_file() and not path.name.endswith(".timings.log")
+    }
+
+
 def all_case_dirs() -> list[Path]:
     """Every copied case from shared/cases, plus the real runner output."""
     return [*sorted(path for path in CASES.iterdir() if path.is_dir()), REALRUNS]

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from conftest import CASES, REALRUNS, REPO_ROOT, all_case_dirs, audit_case
+from conftest import CASES, REALRUNS, REPO_ROOT, all_case_dirs, audit_case, output_bytes
 
 from benchtruth_utils import (
     BenchListError,
@@ -126,17 +126,10 @@ def test_run_audit_is_byte_identical_on_the_same_inputs(tmp_path):
     audit_case(REALRUNS, tmp_path / "first")
     audit_case(REALRUNS, tmp_path / "second")
 
-    first = {
-        p.relative_to(tmp_path / "first"): p.read_bytes()
-        for p in (tmp_path / "first").rglob("*")
-        if p.is_file()
-    }
-    second = {
-        p.relative_to(tmp_path / "second"): p.read_bytes()
-        for p in (tmp_path / "second").rglob("*")
-        if p.is_file()
-    }
+    first, second = output_bytes(tmp_path / "first"), output_bytes(tmp_path / "second")
     assert first == second
+    timings = tmp_path / "first" / "analysis" / "logs" / "benchmark_truthfulness_4090.timings.log"
+    assert "scan bench dirs" in timings.read_text()
 
 
 def test_run_audit_generated_at_is_the_only_varying_field(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import CASES, REALRUNS, audit_case
+from conftest import CASES, REALRUNS, audit_case, output_bytes
 
 from benchtruth_utils.__main__ import main
 
@@ -142,11 +142,7 @@ def test_cli_audit_twice_with_source_date_epoch_is_byte_identical(tmp_path, monk
     ]
 
     def files():
-        return {
-            path.relative_to(tmp_path / "out"): path.read_bytes()
-            for path in (tmp_path / "out").rglob("*")
-            if path.is_file()
-        }
+        return output_bytes(tmp_path / "out")
 
     assert main([*common, "--out", "out"]) == 0
     first = files()

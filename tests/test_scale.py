@@ -1,0 +1,100 @@
+"""What makes a large audit fast must not change what it finds.
+
+Worker processes, the progress bar and the phase timings are checked here on small
+trees; how fast they are is the benchmark script's business (benchmarks/bench_audit.py).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+from conftest import CASES, REALRUNS, audit_case, output_bytes
+
+from benchtruth_utils import audit, auditlog
+
+
+@pytest.fixture
+def workers_for_any_tree(monkeypatch):
+    # The fixtures hold a few dirs; below the threshold the scan would not fork at all.
+    monkeypatch.setattr(audit, "MIN_DIRS_FOR_WORKERS", 1)
+
+
+CASES_WITH_FINDINGS = [REALRUNS, CASES / "same_dir_listed_twice", CASES / "null_key_field"]
+
+
+@pytest.mark.parametrize("case", CASES_WITH_FINDINGS)
+def test_worker_processes_give_the_same_outputs_as_one_process(
+    case, tmp_path, monkeypatch, workers_for_any_tree
+):
+    calls = []
+    real_run_audit = audit.run_audit
+
+    def run_audit_with(workers):
+        def run(**arguments):
+            calls.append(workers)
+            return real_run_audit(**arguments, workers=workers)
+
+        return run
+
+    monkeypatch.setattr("conftest.run_audit", run_audit_with(1))
+    one, _ = audit_case(case, tmp_path / "one")
+    monkeypatch.setattr("conftest.run_audit", run_audit_with(2))
+    two, _ = audit_case(case, tmp_path / "two")
+
+    assert calls == [1, 2]
+    assert one.truth == two.truth
+    assert output_bytes(tmp_path / "one") == output_bytes(tmp_path / "two")
+    timings = (tmp_path / "two" / "analysis" / "logs").glob("*.timings.log")
+    assert "worker_processes: 2" in next(timings).read_text()
+
+
+def test_the_progress_bar_draws_the_same_text_on_every_run(tmp_path, monkeypatch):
+    stream = io.StringIO()
+    monkeypatch.setattr(audit, "progress_stream", lambda: stream)
+    arguments = {
+        "host_tag": "4090",
+        "bench_list": str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
+        "project_root": str(REALRUNS),
+        "progress": True,
+    }
+
+    audit.run_audit(**arguments, output_dir=str(tmp_path / "a"))
+    first = stream.getvalue()
+    stream.seek(0)
+    stream.truncate()
+    audit.run_audit(**arguments, output_dir=str(tmp_path / "b"))
+
+    assert first == stream.getvalue()
+    assert "scanning bench dirs: 100%" in first and "13/13 dirs" in first
+    assert "it/s" not in first and "<" not in first
+
+
+def test_no_progress_bar_unless_asked_or_on_a_terminal(tmp_path, monkeypatch, capsys):
+    audit_case(REALRUNS, tmp_path)
+
+    captured = capsys.readouterr()
+    assert "scanning bench dirs" not in captured.err + captured.out
+
+
+def test_the_bar_goes_where_the_notebook_log_goes(monkeypatch):
+    shown = io.StringIO()
+    monkeypatch.setattr("sys.stdout", shown)
+    package_logger = logging.getLogger(auditlog.PACKAGE_LOGGER)
+    saved = (package_logger.handlers[:], package_logger.level, package_logger.propagate)
+    try:
+        auditlog.configure_notebook_logging()
+        assert auditlog.progress_stream() is shown
+    finally:
+        package_logger.handlers, package_logger.level, package_logger.propagate = saved
+
+
+def test_the_timings_log_names_every_phase_and_the_scale(tmp_path):
+    result, _ = audit_case(REALRUNS, tmp_path)
+
+    text = (tmp_path / "analysis" / "logs" / "benchmark_truthfulness_4090.timings.log").read_text()
+    for phase in ("scan bench dirs", "select newest runs", "validate and write truth file"):
+        assert phase in text
+    assert f"real_runs: {result.truth['real_run_count']}" in text
+    assert set(result.timings) >= {"scan bench dirs", "draw coverage heatmap"}
