@@ -69,13 +69,13 @@ from .params import (
 from .paths import display_path, lexical_relative, short_repr
 from .report import render_report
 from .runs import KEY_FIELDS, RunRecord, Superseded, newest_indices, records_from_dir
+from .spill import SpilledDir, SpillIndex, new_spill_prefix, remove_spill_files, spill_lines
 from .tables import MAIN_RESULTS_FILE, summarize_runs, write_tables, written_by_benchtruth
 from .truth import (
     METRIC_EXTRACTION_MAPPING,
     SCHEMA_VERSION,
     TRUTH_FILE,
-    decoded,
-    encode_items,
+    encode_run_records,
     generation_time,
     load_truth,
     previous_host_tag,
@@ -99,7 +99,11 @@ CLAIMED_TABLE_FILE = "main_results.csv"
 
 @dataclasses.dataclass
 class AuditResult:
-    """What one audit found and where it wrote it (paths as the caller gave them)."""
+    """What one audit found and where it wrote it (paths as the caller gave them).
+
+    ``truth`` is the truth document; ``document`` is the same without its real runs,
+    which ``kept_runs`` holds as records.
+    """
 
     document: dict[str, Any]
     truth_path: str
@@ -108,15 +112,16 @@ class AuditResult:
     marked_claimed_path: str | None
     heatmap_path: str
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    kept_runs: list[RunRecord] = dataclasses.field(default_factory=list, repr=False)
 
     @functools.cached_property
     def truth(self) -> dict[str, Any]:
         """The truth document as its file holds it.
 
-        The audit keeps the runs as their encoded lines; they are decoded on first use
-        only, because a million decoded runs take more memory than the audit itself.
+        ``document`` leaves out the real runs; they become dicts on first use only,
+        because a million of them take more memory than the audit itself.
         """
-        return decoded(self.document)
+        return {**self.document, "real_runs": [run.to_dict() for run in self.kept_runs]}
 
     @property
     def real_runs(self) -> pd.DataFrame:
@@ -259,8 +264,8 @@ class DirScan:
 
     summary: dict[str, Any]
     records: list[RunRecord] = dataclasses.field(default_factory=list)
-    # Each record as its line of the truth file, checked against the schema.
-    record_lines: list[str] = dataclasses.field(default_factory=list)
+    # Where the records' lines of the truth file (checked against the schema) went.
+    spilled: SpilledDir | None = None
     excluded: list[Finding] = dataclasses.field(default_factory=list)
     warnings: list[Finding] = dataclasses.field(default_factory=list)
     plan: Plan | None = None
@@ -287,12 +292,14 @@ class Scan:
     inert_factors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     inert_seeds: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     inert_summary: dict[str, str] = dataclasses.field(default_factory=dict)
-    record_lines: list[str] = dataclasses.field(default_factory=list)
+    # Each record's line of the truth file, in the order of ``records``.
+    lines: SpillIndex = dataclasses.field(default_factory=SpillIndex)
 
     def add(self, scanned: DirScan) -> None:
         self.bench_dirs.append(scanned.summary)
         self.records.extend(scanned.records)
-        self.record_lines.extend(scanned.record_lines)
+        if scanned.spilled is not None:
+            self.lines.add(scanned.spilled)
         self.excluded.extend(scanned.excluded)
         self.warnings.extend(scanned.warnings)
         if scanned.plan is not None:
@@ -307,13 +314,14 @@ class Scan:
             self.inert_summary[scanned.summary["path"]] = scanned.inert_summary
 
 
-# What a worker needs of one listed dir: the entry, and its run log (name, sha256, wall time).
-DirTask = tuple[BenchEntry, str | None, str | None, float | None]
+# What a worker needs of one listed dir: the entry, its run log (name, sha256, wall time),
+# and the prefix of the spill files its runs' lines go to.
+DirTask = tuple[BenchEntry, str | None, str | None, float | None, str]
 
 
 def scan_one_dir(task: DirTask) -> DirScan:
     """Read one bench dir's artifacts and decide which of its results are real runs."""
-    entry, run_log, run_log_sha256, log_wall_seconds = task
+    entry, run_log, run_log_sha256, log_wall_seconds, spill_prefix = task
     summary: dict[str, Any] = {
         "path": entry.path,
         "bench_list_line": entry.line,
@@ -357,7 +365,8 @@ def scan_one_dir(task: DirTask) -> DirScan:
     scanned.plan = plan_from_config(config)
     summary["provenance"] = config_provenance(config)
     scanned.records = verdict.records
-    scanned.record_lines = list(encode_items([r.to_dict() for r in verdict.records], "real_runs"))
+    if verdict.records:
+        scanned.spilled = spill_lines(spill_prefix, encode_run_records(verdict.records))
     scanned.excluded = verdict.excluded
     scanned.warnings = verdict.warnings
 
@@ -379,6 +388,15 @@ def scan_one_dir(task: DirTask) -> DirScan:
     scanned.inert_factors, scanned.inert_seeds = factors, seeds
     scanned.inert_summary = summaries.get(entry.path)
     return scanned
+
+
+@contextlib.contextmanager
+def spill_files(prefix: str) -> Iterator[None]:
+    """The block may leave spill files named by ``prefix``; they go when it ends."""
+    try:
+        yield
+    finally:
+        remove_spill_files(prefix)
 
 
 @contextlib.contextmanager
@@ -429,19 +447,23 @@ def _scan_in_workers(tasks: list[DirTask], workers: int) -> Iterator[DirScan]:
 def scan_bench_dirs(
     entries: Sequence[BenchEntry],
     run_logs: RunLogIndex,
+    spill_prefix: str,
     workers: int = 1,
     progress: bool = False,
 ) -> Scan:
     """Read each bench dir's artifacts and turn them into real runs and findings.
 
     With ``workers`` above one the dirs are read in that many processes; the result
-    is the same, in the same order, as reading them one after another.
+    is the same, in the same order, as reading them one after another. The runs' lines
+    of the truth file wait in spill files named by ``spill_prefix``; the caller removes
+    them (:func:`spill.remove_spill_files`).
     """
     tasks: list[DirTask] = []
     for entry in entries:
         run_log = run_logs.log_of.get(entry.path)
         log_sha256 = run_logs.sha256_of[run_log] if run_log is not None else None
-        tasks.append((entry, run_log, log_sha256, run_logs.wall_seconds.get(entry.path)))
+        wall_seconds = run_logs.wall_seconds.get(entry.path)
+        tasks.append((entry, run_log, log_sha256, wall_seconds, spill_prefix))
 
     scan = Scan(records=[], excluded=[], warnings=[], bench_dirs=[])
     bar = None
@@ -735,21 +757,20 @@ def run_audit(
     progress = normalise_flag_parameter("progress", progress)
     times = PhaseTimes()
 
-    with capture_audit_log() as log_lines, cycle_collector_paused():
+    spill_prefix = new_spill_prefix(output_dir)
+    with capture_audit_log() as log_lines, cycle_collector_paused(), spill_files(spill_prefix):
         with times.phase("read bench list and run logs"):
             listed = read_bench_list(bench_list, project_root)
             logs_dir = os.path.join(os.path.dirname(bench_list), "logs")
             run_logs = index_run_logs(logs_dir, project_root)
         with times.phase("scan bench dirs"):
-            scan = scan_bench_dirs(listed.entries, run_logs, workers, progress)
+            scan = scan_bench_dirs(listed.entries, run_logs, spill_prefix, workers, progress)
         with times.phase("look for unlisted dirs"):
             listed.findings.extend(find_unlisted_dirs(listed.entries, project_root))
         with times.phase("select newest runs"):
             kept_positions, superseded_pairs = newest_indices(scan.records)
             kept = [scan.records[position] for position in kept_positions]
-            kept_lines = EncodedItems(
-                (scan.record_lines[position] for position in kept_positions), "real_runs"
-            )
+            kept_lines = EncodedItems(scan.lines.lines(kept_positions), "real_runs")
             superseded = [
                 Superseded(
                     scan.records[old], scan.records[by].run_dir, scan.records[by].result_index
@@ -820,7 +841,14 @@ def run_audit(
         ),
     )
     return AuditResult(
-        truth, truth_path, report_path, log_path, marked_path, heatmap_path, times.seconds
+        {**truth, "real_runs": None},
+        truth_path,
+        report_path,
+        log_path,
+        marked_path,
+        heatmap_path,
+        times.seconds,
+        kept,
     )
 
 

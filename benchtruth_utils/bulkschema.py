@@ -247,3 +247,39 @@ def _objects_conform(objects: Sequence[dict[str, Any]], schema: Mapping[str, Any
         column = [item[name] for item in objects for name in extra_names if name in item]
         return conforms(column, additional)
     return True
+
+
+def columns_conform(
+    names: Sequence[str], columns: Sequence[Sequence[Any]], schema: Mapping[str, Any]
+) -> bool:
+    """Whether the objects that ``columns`` hold are valid: object ``i`` has, for each of
+    ``names``, the value at ``columns[k][i]``.
+
+    The same verdict as :func:`conforms` on those objects, without making them: they all
+    have the same keys, so the keys are checked once, and each column as a whole.
+    """
+    if not columns or not columns[0]:
+        return True
+    unknown = set(schema) - SUPPORTED_KEYWORDS - _ANNOTATIONS
+    if unknown:
+        raise Unsupported(", ".join(sorted(unknown)))
+    if "type" in schema and not _type_list_accepts(schema["type"], {}, "object"):
+        return False
+    if {"enum", "const", "anyOf", "not"} & set(schema):
+        # Rare at the level of whole records; judge them as the dicts they stand for.
+        objects = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+        return conforms(objects, schema)
+
+    properties = schema.get("properties", {})
+    additional = schema.get("additionalProperties", True)
+    if any(name not in names for name in schema.get("required", ())):
+        return False
+    extra_names = [name for name in names if name not in properties]
+    if extra_names and additional is False:
+        return False
+
+    by_name = dict(zip(names, columns, strict=True))
+    for name, subschema in properties.items():
+        if name in by_name and not conforms(by_name[name], subschema):
+            return False
+    return all(conforms(by_name[name], additional) for name in extra_names)

@@ -172,6 +172,11 @@ def find_inert_factors(records: Iterable[RunRecord]) -> tuple[list[dict], list[d
     bit-identical metrics. Returns the factor findings, the seed findings (the same
     configuration bit-identical across seeds) and a one-line summary per dir.
     """
+    records = list(records)
+    if len({_metrics_of(record) for record in records}) == len(records):
+        # No two runs report the same metrics (a healthy benchmark): nothing can be inert.
+        return [], [], {}
+
     by_dir: dict[str, dict[int, dict[Config, RunRecord]]] = {}
     for record in records:
         config = (record.backbone, record.fusion_type, record.module_variant)

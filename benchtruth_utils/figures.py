@@ -21,7 +21,7 @@ COVERAGE_HEATMAP_FILE = "coverage_heatmap.png"
 GRID_STATES = (".", "R", "S", "X", "M")
 GRID_COLOURS = ("#f2f2f2", "#2e7d32", "#f9a825", "#c62828", "#6a1b9a")
 _MAX_LABELLED_COLUMNS = 120
-_MAX_LABELLED_ROWS = 120
+_MAX_LABELLED_ROWS = 60
 
 
 def coverage_matrix(grid: Mapping[str, Any]) -> tuple[np.ndarray, list[str], list[str]]:
@@ -47,7 +47,7 @@ def plot_coverage_heatmap(grid: Mapping[str, Any]) -> Figure:
     """Bench dirs by configuration and seed, coloured real / superseded / excluded / missing."""
     matrix, rows, columns = coverage_matrix(grid)
     width = min(4 + 0.18 * len(columns), 40)
-    height = min(2 + 0.3 * len(rows), 20)
+    height = min(2 + 0.3 * len(rows), 16)
     figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()

@@ -111,7 +111,9 @@ def truth_digest(document: Mapping[str, Any]) -> str:
     """The sha256 of the document as :func:`write_truth` writes it: its file's sha256."""
     digest = hashlib.sha256()
     for chunk in truth_json_chunks(document):
-        digest.update(chunk.encode("utf-8", "backslashreplace"))
+        digest.update(
+            chunk if isinstance(chunk, bytes) else chunk.encode("utf-8", "backslashreplace")
+        )
     return digest.hexdigest()
 
 

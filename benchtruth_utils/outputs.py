@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import pandas as pd
@@ -45,7 +45,7 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"))
 
 
-def atomic_write_chunks(path: str, chunks: Iterable[str]) -> None:
+def atomic_write_chunks(path: str, chunks: Iterable[str | bytes]) -> None:
     """Like :func:`atomic_write_text`, for text made piece by piece and never held whole."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -53,7 +53,10 @@ def atomic_write_chunks(path: str, chunks: Iterable[str]) -> None:
     try:
         with os.fdopen(handle, "wb", buffering=1024 * 1024) as stream:
             for chunk in chunks:
-                stream.write(chunk.encode("utf-8", "backslashreplace"))
+                # Bytes are lines encoded already (see EncodedItems).
+                if isinstance(chunk, str):
+                    chunk = chunk.encode("utf-8", "backslashreplace")
+                stream.write(chunk)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, 0o644)
@@ -64,19 +67,25 @@ def atomic_write_chunks(path: str, chunks: Iterable[str]) -> None:
         raise
 
 
-class EncodedItems(list):
+class EncodedItems:
     """Items of a JSON list, each already encoded as one line of strict JSON.
 
-    Made by :func:`benchtruth_utils.truth.encode_items`, which checks the items against
-    the schema first; the file writer copies the lines as they are.
+    Made by :func:`benchtruth_utils.truth.encode_items` or from lines checked the same
+    way; the file writer copies the lines (text or UTF-8 bytes) as they are.
     """
 
-    def __init__(self, lines: Iterable[str], property_name: str) -> None:
-        super().__init__(lines)
+    def __init__(self, lines: Sequence[str | bytes], property_name: str) -> None:
+        self.lines = lines
         self.property_name = property_name
 
+    def __len__(self) -> int:
+        return len(self.lines)
 
-def iter_strict_json(document: Any, one_line_items: Collection[str] = ()) -> Iterator[str]:
+    def __iter__(self) -> Iterator[str | bytes]:
+        return iter(self.lines)
+
+
+def iter_strict_json(document: Any, one_line_items: Collection[str] = ()) -> Iterator[str | bytes]:
     """Strict JSON (a NaN or Infinity anywhere raises), indented by two, in pieces.
 
     The lists named in ``one_line_items`` (top-level keys of ``document``) hold one item
@@ -94,10 +103,16 @@ def iter_strict_json(document: Any, one_line_items: Collection[str] = ()) -> Ite
         ending = ",\n" if position < last else "\n"
         name = compact.encode(str(key))
         if isinstance(value, EncodedItems):
-            yield f"  {name}: [\n" if value else f"  {name}: []{ending}"
+            yield f"  {name}: [\n" if len(value) else f"  {name}: []{ending}"
+            last_line = len(value) - 1
             for index, line in enumerate(value):
-                yield f"    {line},\n" if index < len(value) - 1 else f"    {line}\n"
-            if value:
+                comma = "," if index < last_line else ""
+                yield (
+                    b"    " + line + comma.encode() + b"\n"
+                    if isinstance(line, bytes)
+                    else f"    {line}{comma}\n"
+                )
+            if len(value):
                 yield f"  ]{ending}"
             continue
         if key in one_line_items and isinstance(value, list) and value:

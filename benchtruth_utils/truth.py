@@ -14,6 +14,7 @@ import jsonschema
 from . import bulkschema
 from .errors import ParameterError, TruthFileError
 from .outputs import EncodedItems, atomic_write_chunks, iter_strict_json
+from .runs import RECORD_FIELDS, RunRecord
 
 SCHEMA_VERSION = 1
 KNOWN_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
@@ -100,15 +101,22 @@ def encode_items(items: Sequence[Mapping[str, Any]], property_name: str) -> Enco
     item_schema = truth_schema()["properties"][property_name]["items"]
     if not bulkschema.conforms(items, item_schema):
         validate_truth({property_name: list(items)}, f"{property_name} items", partial=True)
-    return EncodedItems(map(_ONE_LINE_ENCODER.encode, items), property_name)
+    return EncodedItems([_ONE_LINE_ENCODER.encode(item) for item in items], property_name)
 
 
-def decoded(document: Mapping[str, Any]) -> dict[str, Any]:
-    """The document with every list of encoded lines decoded back into items."""
-    return {
-        name: [json.loads(line) for line in value] if isinstance(value, EncodedItems) else value
-        for name, value in document.items()
-    }
+def encode_run_records(records: Sequence[RunRecord]) -> list[str]:
+    """Check run records against the schema's ``real_runs`` item, then encode each as its
+    line of the truth file (see :func:`encode_items`), all without a dict a record
+    unless one breaks the schema."""
+    columns = list(zip(*records, strict=True)) if records else []
+    if columns:
+        # JSON has no tuples: the file holds this field as a list, so check it as one.
+        position = RECORD_FIELDS.index("nonfinite_metrics")
+        columns[position] = [list(names) for names in columns[position]]
+    item_schema = truth_schema()["properties"]["real_runs"]["items"]
+    if not bulkschema.columns_conform(RECORD_FIELDS, columns, item_schema):
+        return list(encode_items([record.to_dict() for record in records], "real_runs"))
+    return [_ONE_LINE_ENCODER.encode(record.to_dict()) for record in records]
 
 
 def validate_truth(
@@ -181,7 +189,7 @@ ONE_LINE_ITEMS = frozenset(
 )
 
 
-def truth_json_chunks(document: Mapping[str, Any]) -> Iterator[str]:
+def truth_json_chunks(document: Mapping[str, Any]) -> Iterator[str | bytes]:
     """The truth file's text, piece by piece, exactly as :func:`write_truth` writes it."""
     return iter_strict_json(document, ONE_LINE_ITEMS)
 

@@ -8,6 +8,7 @@ anything JSON can hold, and on columns of generated values for every item schema
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import jsonschema
@@ -17,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchtruth_utils import bulkschema
-from benchtruth_utils.truth import truth_schema
+from benchtruth_utils.runs import RunRecord
+from benchtruth_utils.truth import encode_run_records, truth_schema
 
 JSON_SCALARS = st.one_of(
     st.none(),
@@ -64,7 +66,7 @@ def test_an_audit_output_passes_both(truth):
     assert jsonschema_says(truth, truth_schema())
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), replacement=JSON_VALUES)
 def test_one_changed_value_gets_the_same_verdict(truth, data, replacement):
     paths = [path for path in leaf_paths(truth) if path]
@@ -91,7 +93,7 @@ def array_item_schemas():
 
 
 @pytest.mark.parametrize(("name", "item_schema"), list(array_item_schemas()))
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(data=st.data())
 def test_columns_of_records_get_the_same_verdict(name, item_schema, data):
     # Records with the schema's own property names, each value anything JSON holds:
@@ -130,3 +132,34 @@ def test_edge_values_match_jsonschema(values, schema, valid):
 def test_an_unknown_keyword_is_declined_not_guessed():
     with pytest.raises(bulkschema.Unsupported, match="maxLength"):
         bulkschema.conforms(["abc"], {"type": "string", "maxLength": 2})
+
+
+@pytest.mark.parametrize(("name", "item_schema"), list(array_item_schemas()))
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_columns_of_same_keyed_records_get_the_verdict_of_their_dicts(name, item_schema, data):
+    names = data.draw(
+        st.lists(st.sampled_from([*item_schema.get("properties", {}), "extra"]), unique=True)
+    )
+    rows = data.draw(
+        st.lists(st.tuples(*[JSON_VALUES | st.just("x") for _ in names]), min_size=1, max_size=4)
+    )
+    columns = [list(column) for column in zip(*rows, strict=True)] if names else []
+    objects = [dict(zip(names, row, strict=True)) for row in rows]
+
+    if not names:
+        return
+    assert bulkschema.columns_conform(names, columns, item_schema) == bulkschema.conforms(
+        objects, item_schema
+    )
+
+
+def test_run_records_encode_to_the_lines_their_dicts_would(truth):
+    runs = truth["real_runs"][:5]
+    records = [
+        RunRecord(**{**run, "nonfinite_metrics": tuple(run["nonfinite_metrics"])}) for run in runs
+    ]
+
+    lines = encode_run_records(records)
+
+    assert [json.loads(line) for line in lines] == runs

@@ -50,7 +50,7 @@ def test_a_notebook_without_the_parameters_tag_is_not_evidence(tmp_path, monkeyp
             cell.source = "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
             cell.source = cell.source.replace("host_tag = 4090", "host_tag = '3090'")
             cell.source += "\nallowed_host_tags = ['3090', '4090']\nrel_tol = 1e-6\nabs_tol = 1e-9"
-            cell.source += "\nstrict = False"
+            cell.source += "\nstrict = False\nprogress = False"
         cell.metadata["tags"] = []
     nbformat.write(notebook, "untagged.ipynb")
 

@@ -6,13 +6,16 @@ trees; how fast they are is the benchmark script's business (benchmarks/bench_au
 
 from __future__ import annotations
 
+import glob
 import io
 import logging
 
 import pytest
 from conftest import CASES, REALRUNS, audit_case, output_bytes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from benchtruth_utils import audit, auditlog
+from benchtruth_utils import audit, auditlog, spill
 
 
 @pytest.fixture
@@ -98,3 +101,42 @@ def test_the_timings_log_names_every_phase_and_the_scale(tmp_path):
         assert phase in text
     assert f"real_runs: {result.truth['real_run_count']}" in text
     assert set(result.timings) >= {"scan bench dirs", "draw coverage heatmap"}
+
+
+def test_no_spill_file_outlives_an_audit_even_a_failed_one(tmp_path, monkeypatch):
+    audit_case(REALRUNS, tmp_path / "ok")
+    assert list((tmp_path / "ok").rglob("*.part")) == []
+
+    def broken_write(path, document):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(audit, "write_truth", broken_write)
+    with pytest.raises(RuntimeError, match="disk full"):
+        audit_case(REALRUNS, tmp_path / "failed")
+    assert list((tmp_path / "failed").rglob("*.part")) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dirs=st.lists(st.lists(st.text(min_size=1, max_size=30), max_size=6), min_size=1, max_size=6),
+    data=st.data(),
+)
+def test_spilled_lines_come_back_in_any_order_asked(tmp_path_factory, dirs, data):
+    prefix = spill.new_spill_prefix(str(tmp_path_factory.mktemp("spill")))
+    index = spill.SpillIndex()
+    try:
+        for lines in dirs:
+            if lines:
+                index.add(spill.spill_lines(prefix, lines))
+        expected = [line.encode("utf-8", "backslashreplace") for lines in dirs for line in lines]
+        order = data.draw(st.permutations(range(len(expected))))
+
+        # A tiny block makes most reads cross a block's edge.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(spill, "READ_BLOCK_BYTES", 16)
+            patch.setattr(spill, "BACKWARD_BYTES", 4)
+            assert list(index.lines(order)) == [expected[position] for position in order]
+        assert list(index.lines(order)) == [expected[position] for position in order]
+    finally:
+        spill.remove_spill_files(prefix)
+    assert not list(glob.glob(prefix + "*"))
