@@ -478,7 +478,7 @@ def scan_bench_dirs(
 
 
 def progress_bar(total: int, description: str, enabled: bool) -> tqdm:
-    """A tqdm bar that redraws at every twentieth of ``total``, never on a timer.
+    """A tqdm bar that redraws at every tenth of ``total``, never on a timer.
 
     Redraws tied to progress, not to the clock, write the same text on every run, so an
     executed notebook that shows the bar stays byte-identical across reruns.
@@ -490,7 +490,7 @@ def progress_bar(total: int, description: str, enabled: bool) -> tqdm:
         file=progress_stream(),
         mininterval=0,
         maxinterval=float("inf"),
-        miniters=max(1, total // 20),
+        miniters=max(1, -(-total // 10)),
         bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} dirs",
         ascii=True,
     )

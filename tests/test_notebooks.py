@@ -41,6 +41,7 @@ AUDIT_PARAMETERS = {
     "rel_tol",
     "abs_tol",
     "strict",
+    "progress",
 }
 TABLES_PARAMETERS = {
     "host_tag",
@@ -309,7 +310,22 @@ def test_executed_audit_echoes_normalised_parameters(executed):
         "rel_tol": 1e-6,
         "abs_tol": 1e-9,
         "strict": False,
+        "progress": True,
     }
+
+
+def test_executed_audit_shows_the_scan_progress_without_clock_figures(executed):
+    texts = [
+        output.get("text", "")
+        for cell in executed.audit_nb.cells
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "stream"
+    ]
+    bars = [text for text in texts if "scanning bench dirs" in text]
+
+    # A stream output a redraw: the first, one at every tenth of the dirs, the last.
+    assert 2 <= len(bars) <= 12 and "scanning bench dirs: 100%" in bars[-1]
+    assert not any("it/s" in bar or "00:" in bar for bar in bars)
 
 
 def test_executed_audit_shows_the_coverage_heatmap(executed):
