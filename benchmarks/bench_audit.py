@@ -18,6 +18,7 @@ as JSON. A script, not a test: timings are read by people, not asserted.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import resource
@@ -127,7 +128,9 @@ else:
     run_audit(bench_list={bench_list!r}, output_dir={out!r}, project_root={root!r})
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"seconds": seconds, "peak_rss_mb": peak}}))
+# The largest of the worker processes the audit started (none for the floor).
+workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps({{"seconds": seconds, "peak_rss_mb": peak, "worker_peak_rss_mb": workers_peak}}))
 """
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -167,6 +170,18 @@ def _measure_papermill(bench_list: str, root: str, out: str) -> dict:
     return {"seconds": seconds, "peak_rss_mb": peak}
 
 
+def _phase_seconds(out: str) -> dict[str, float]:
+    """The audit's own phase timings, from the timings log it wrote into ``out``."""
+    phases = {}
+    for path in glob.glob(os.path.join(out, "logs", "*.timings.log")):
+        with open(path) as handle:
+            for line in handle:
+                name, _, seconds = line.rstrip().rpartition("  ")
+                if seconds.endswith(" s") and name.strip() != "total":
+                    phases[name.strip()] = float(seconds[:-2])
+    return phases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -185,6 +200,7 @@ def main() -> None:
                 "floor": _measure_in_child("floor", bench_list, root, ""),
                 "audit": _measure_in_child("audit", bench_list, root, os.path.join(root, "out")),
             }
+            measured["audit"]["phases"] = _phase_seconds(os.path.join(root, "out"))
             if real_runs <= arguments.papermill_max:
                 measured["papermill"] = _measure_papermill(
                     bench_list, root, os.path.join(root, "out_nb")
@@ -201,13 +217,24 @@ def main() -> None:
                 "peak_rss_mb": round(figures["peak_rss_mb"], 1),
                 "vs_floor": round(figures["seconds"] / measured["floor"]["seconds"], 2),
             }
+            if figures.get("worker_peak_rss_mb") and kind == "audit":
+                row["worker_peak_rss_mb"] = round(figures["worker_peak_rss_mb"], 1)
+            if "phases" in figures:
+                row["phases"] = figures["phases"]
             rows.append(row)
+            workers = (
+                f"  (workers {row['worker_peak_rss_mb']:.1f} MB)"
+                if "worker_peak_rss_mb" in row
+                else ""
+            )
             print(
                 f"{row['runs']:>9} runs  {kind:<9} {row['seconds']:>9.2f} s "
                 f"{row['runs_per_second']:>9} runs/s  {row['peak_rss_mb']:>8.1f} MB peak  "
-                f"{row['vs_floor']:>6.2f} x floor",
+                f"{row['vs_floor']:>6.2f} x floor{workers}",
                 flush=True,
             )
+            if "phases" in row:
+                print("    " + ", ".join(f"{k} {v:.2f} s" for k, v in row["phases"].items()))
 
     with open(arguments.json, "w") as handle:
         json.dump(rows, handle, indent=2)

@@ -431,7 +431,11 @@ def default_workers() -> int:
 def _scan_in_workers(tasks: list[DirTask], workers: int) -> Iterator[DirScan]:
     """``scan_one_dir`` over the tasks, in their order, in ``workers`` processes."""
     if workers <= 1 or len(tasks) < MIN_DIRS_FOR_WORKERS:
-        yield from map(scan_one_dir, tasks)
+        for task in tasks:
+            yield scan_one_dir(task)
+            # Reading a dir leaves reference cycles (the YAML loader's); with the full
+            # collector paused, only the young objects are looked at, which is cheap.
+            gc.collect(0)
         return
 
     # fork shares the parent's imports at no cost; where there is none, spawn works too.
@@ -440,7 +444,9 @@ def _scan_in_workers(tasks: list[DirTask], workers: int) -> Iterator[DirScan]:
     # Chunks big enough that a worker's strings travel once a chunk, small enough that
     # both workers stay busy to the end.
     chunksize = max(1, min(64, len(tasks) // (workers * 8)))
-    with context.Pool(workers) as pool:
+    # Workers keep nothing between dirs, so their collector runs as usual: paused (as
+    # the parent's is), each dir's YAML loader cycles would pile up to gigabytes.
+    with context.Pool(workers, initializer=gc.enable) as pool:
         yield from pool.imap(scan_one_dir, tasks, chunksize=chunksize)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -103,17 +104,7 @@ def iter_strict_json(document: Any, one_line_items: Collection[str] = ()) -> Ite
         ending = ",\n" if position < last else "\n"
         name = compact.encode(str(key))
         if isinstance(value, EncodedItems):
-            yield f"  {name}: [\n" if len(value) else f"  {name}: []{ending}"
-            last_line = len(value) - 1
-            for index, line in enumerate(value):
-                comma = "," if index < last_line else ""
-                yield (
-                    b"    " + line + comma.encode() + b"\n"
-                    if isinstance(line, bytes)
-                    else f"    {line}{comma}\n"
-                )
-            if len(value):
-                yield f"  ]{ending}"
+            yield from _encoded_list(name, value, ending)
             continue
         if key in one_line_items and isinstance(value, list) and value:
             yield f"  {name}: [\n"
@@ -126,6 +117,29 @@ def iter_strict_json(document: Any, one_line_items: Collection[str] = ()) -> Ite
         # JSON strings hold no raw line breaks, so every "\n" is the indenter's.
         yield f"  {name}: {text.replace(chr(10), chr(10) + '  ')}{ending}"
     yield "}\n"
+
+
+# Lines joined into pieces of this many: a million one-line pieces cost more to pass
+# along than to join.
+_LINES_A_PIECE = 4096
+
+
+def _encoded_list(name: str, items: EncodedItems, ending: str) -> Iterator[str | bytes]:
+    if not len(items):
+        yield f"  {name}: []{ending}"
+        return
+    yield f"  {name}: [\n"
+    lines = iter(items)
+    first = True
+    while batch := list(itertools.islice(lines, _LINES_A_PIECE)):
+        if not first:
+            yield ",\n"
+        first = False
+        if isinstance(batch[0], bytes):
+            yield b"    " + b",\n    ".join(batch)
+        else:
+            yield "    " + ",\n    ".join(batch)
+    yield f"\n  ]{ending}"
 
 
 def write_json(path: str, document: Any, one_line_items: Collection[str] = ()) -> None:

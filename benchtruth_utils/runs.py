@@ -10,6 +10,7 @@ import dataclasses
 import math
 import re
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -512,16 +513,26 @@ def newest_indices(records: Sequence[RunRecord]) -> tuple[list[int], list[tuple[
     the later position in ``results``.
     """
     # A record's first six fields are its key and seed: the tuple to group and sort by.
-    groups: dict[tuple, list[int]] = {}
-    for position, record in enumerate(records):
-        groups.setdefault(record[:6], []).append(position)
+    keys = [record[:6] for record in records]
+    last_position = dict(zip(keys, range(len(keys)), strict=True))
+    repeated: dict[tuple, list[int]] = {}
+    if len(last_position) < len(keys):
+        # Some key and seed ran more than once: only those need ordering by newness.
+        counts = Counter(keys)
+        for position, key in enumerate(keys):
+            if counts[key] > 1:
+                repeated.setdefault(key, []).append(position)
+
+    ordered_keys = sorted(last_position)
+    if not repeated:
+        return [last_position[key] for key in ordered_keys], []
 
     kept: list[int] = []
     superseded: list[tuple[int, int]] = []
-    for group_key in sorted(groups):
-        positions = groups[group_key]
-        if len(positions) == 1:
-            kept.append(positions[0])
+    for group_key in ordered_keys:
+        positions = repeated.get(group_key)
+        if positions is None:
+            kept.append(last_position[group_key])
             continue
         ordered = sorted(positions, key=lambda position: _newness(records[position]))
         newest = ordered[-1]

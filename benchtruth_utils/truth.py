@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -163,13 +164,27 @@ def validate_truth(
         raise TruthFileError(shown, f"does not match the schema: {listed}{more}")
 
 
+# A top-level key of the truth file sits at an indent of two (see iter_strict_json).
+_TOP_LEVEL_HOST_TAG = re.compile(rb'^  "host_tag": ("(?:[^"\\\n]|\\.)*"),?$', re.MULTILINE)
+_HEAD_BYTES = 64 * 1024
+
+
 def previous_host_tag(path: str) -> str | None:
-    """The host_tag of the truth file already at ``path``, or None when there is none to read."""
+    """The host_tag of the truth file already at ``path``, or None when there is none to read.
+
+    Read from the head of the file: a million runs' truth file takes seconds and
+    gigabytes to load whole, and host_tag is among its first lines.
+    """
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle).get("host_tag")
-    except (OSError, ValueError, AttributeError):
+        with open(path, "rb") as handle:
+            head = handle.read(_HEAD_BYTES)
+        found = _TOP_LEVEL_HOST_TAG.search(head)
+        if found is None:
+            return None
+        host_tag = json.loads(found.group(1))
+    except (OSError, ValueError):
         return None
+    return host_tag if isinstance(host_tag, str) else None
 
 
 # The lists that grow with runs and dirs: one item a line in the file.

@@ -11,7 +11,13 @@ from conftest import CASES, audit_case
 from benchtruth_utils import TruthFileError
 from benchtruth_utils.findings import Reason
 from benchtruth_utils.outputs import iter_strict_json
-from benchtruth_utils.truth import load_truth, truth_schema, validate_truth, write_truth
+from benchtruth_utils.truth import (
+    load_truth,
+    previous_host_tag,
+    truth_schema,
+    validate_truth,
+    write_truth,
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +99,27 @@ def test_an_empty_list_and_a_nested_value_keep_plain_json_layout(tmp_path):
         '{\n  "real_runs": [],\n  "inputs": {\n    "a": [\n      1,\n      2\n    ]\n  },\n'
         '  "excluded": [\n    {"b": "é"}\n  ]\n}\n'
     )
+
+
+def test_previous_host_tag_is_read_from_the_head_of_the_file(truth, tmp_path):
+    path = tmp_path / "benchmark_truthfulness.json"
+    write_truth(str(path), {**truth, "host_tag": "3090"})
+    assert previous_host_tag(str(path)) == "3090"
+
+    # A nested host_tag (a merged file's runs carry one) is not the file's.
+    path.write_text('{\n  "merged_from": [\n    {"host_tag": "4090"}\n  ]\n}\n')
+    assert previous_host_tag(str(path)) is None
+    path.write_bytes(b"\xff\xfe not json")
+    assert previous_host_tag(str(path)) is None
+    assert previous_host_tag(str(tmp_path / "absent.json")) is None
+
+
+def test_an_audit_replacing_another_hosts_truth_file_says_so(tmp_path, caplog):
+    audit_case(CASES / "bool_spellings", tmp_path)
+    path = tmp_path / "analysis" / "benchmark_truthfulness.json"
+    text = path.read_text().replace('"host_tag": "4090"', '"host_tag": "3090"', 1)
+    path.write_text(text)
+
+    audit_case(CASES / "bool_spellings", tmp_path)
+
+    assert "replacing the truth file of host 3090" in caplog.text
