@@ -428,6 +428,14 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+def _start_worker() -> None:
+    # A worker keeps nothing between dirs, so its collector must run: paused, as the
+    # parent's is, each dir's YAML loader cycles piled up to gigabytes. What it inherited
+    # from the parent is never garbage here, so the collector leaves it alone (frozen).
+    gc.freeze()
+    gc.enable()
+
+
 def _scan_in_workers(tasks: list[DirTask], workers: int) -> Iterator[DirScan]:
     """``scan_one_dir`` over the tasks, in their order, in ``workers`` processes."""
     if workers <= 1 or len(tasks) < MIN_DIRS_FOR_WORKERS:
@@ -444,9 +452,7 @@ def _scan_in_workers(tasks: list[DirTask], workers: int) -> Iterator[DirScan]:
     # Chunks big enough that a worker's strings travel once a chunk, small enough that
     # both workers stay busy to the end.
     chunksize = max(1, min(64, len(tasks) // (workers * 8)))
-    # Workers keep nothing between dirs, so their collector runs as usual: paused (as
-    # the parent's is), each dir's YAML loader cycles would pile up to gigabytes.
-    with context.Pool(workers, initializer=gc.enable) as pool:
+    with context.Pool(workers, initializer=_start_worker) as pool:
         yield from pool.imap(scan_one_dir, tasks, chunksize=chunksize)
 
 
