@@ -182,6 +182,30 @@ def _phase_seconds(out: str) -> dict[str, float]:
     return phases
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The figures as the README's table: one line a tree size."""
+    by_runs: dict[int, dict[str, dict]] = {}
+    for row in rows:
+        by_runs.setdefault(row["runs"], {})[row["what"]] = row
+    lines = [
+        "| runs | floor | audit | audit / floor | runs/s | peak RSS (main / worker) "
+        "| papermill 01 |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for runs, measured in sorted(by_runs.items()):
+        floor_row, audit_row = measured["floor"], measured["audit"]
+        worker = audit_row.get("worker_peak_rss_mb")
+        papermill = measured.get("papermill")
+        notebook = f"{papermill['seconds']:.2f} s" if papermill else "(not run)"
+        workers = f"{worker:.0f} MB" if worker else "-"
+        lines.append(
+            f"| {runs:,} | {floor_row['seconds']:.2f} s | {audit_row['seconds']:.2f} s "
+            f"| {audit_row['vs_floor']:.2f}x | {audit_row['runs_per_second']:,} "
+            f"| {audit_row['peak_rss_mb']:.0f} MB / {workers} | {notebook} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -239,6 +263,7 @@ def main() -> None:
     with open(arguments.json, "w") as handle:
         json.dump(rows, handle, indent=2)
         handle.write("\n")
+    print(markdown_table(rows))
 
 
 if __name__ == "__main__":

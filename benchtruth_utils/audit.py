@@ -68,7 +68,7 @@ from .params import (
 )
 from .paths import display_path, lexical_relative, short_repr
 from .report import render_report
-from .runs import KEY_FIELDS, RunRecord, Superseded, newest_indices, records_from_dir
+from .runs import KEY_FIELDS, RECORD_FIELDS, RunRecord, Superseded, newest_indices, records_from_dir
 from .spill import SpilledDir, SpillIndex, new_spill_prefix, remove_spill_files, spill_lines
 from .tables import MAIN_RESULTS_FILE, summarize_runs, write_tables, written_by_benchtruth
 from .truth import (
@@ -554,7 +554,7 @@ def _mark_claimed(
     if claimed.rows is None:
         return section, None, claimed.findings
 
-    summary = summarize_runs(record.to_dict() for record in kept)
+    summary = summarize_runs(pd.DataFrame.from_records(kept, columns=RECORD_FIELDS))
     marked = mark_claimed_rows(claimed.rows, summary, rel_tol=rel_tol, abs_tol=abs_tol)
     section["rows"] = len(claimed.rows)
     section["status_counts"] = marked.status_counts

@@ -41,10 +41,17 @@ NOTE_TIMING_NOT_LOGGED = "timing_not_logged"
 NOTE_CUDA_MEM_NOT_LOGGED = "cuda_mem_not_logged"
 
 
-def runs_frame(real_runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """The real runs in long form: one row per run, missing values as NaN."""
+def runs_frame(real_runs: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """The real runs in long form: one row per run, missing values as NaN.
+
+    ``real_runs`` is the truth document's list, or a frame of run records (the audit's,
+    which spares a million runs a dict each).
+    """
     columns = [*KEY_FIELDS, "seed", *QUALITY_METRICS, *EFFICIENCY_METRICS, "train_time_source"]
-    frame = pd.DataFrame([{name: run.get(name) for name in columns} for run in real_runs])
+    if isinstance(real_runs, pd.DataFrame):
+        frame = real_runs.reindex(columns=columns)
+    else:
+        frame = pd.DataFrame([{name: run.get(name) for name in columns} for run in real_runs])
     if frame.empty:
         frame = pd.DataFrame(columns=columns)
 
@@ -54,7 +61,7 @@ def runs_frame(real_runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def summarize_runs(real_runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+def summarize_runs(real_runs: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     """Per key: n_runs, and mean, sample std and count of finite values of every metric.
 
     The std is taken with ddof 1 and is missing when fewer than two values exist.
