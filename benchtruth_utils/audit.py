@@ -65,6 +65,7 @@ from .params import (
     normalise_host_tag,
     normalise_path_parameter,
     normalise_tolerance,
+    normalise_workers,
 )
 from .paths import display_path, lexical_relative, short_repr
 from .report import render_report
@@ -420,12 +421,9 @@ def cycle_collector_paused() -> Iterator[None]:
 MIN_DIRS_FOR_WORKERS = 64
 
 
-def default_workers() -> int:
-    """One worker process a core this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+def workers_for(requested: int, dirs: int) -> int:
+    """The processes a scan of ``dirs`` bench dirs really uses when ``requested`` are allowed."""
+    return 1 if dirs < MIN_DIRS_FOR_WORKERS else max(1, min(requested, dirs))
 
 
 def _start_worker() -> None:
@@ -438,7 +436,8 @@ def _start_worker() -> None:
 
 def _scan_in_workers(tasks: list[DirTask], workers: int) -> Iterator[DirScan]:
     """``scan_one_dir`` over the tasks, in their order, in ``workers`` processes."""
-    if workers <= 1 or len(tasks) < MIN_DIRS_FOR_WORKERS:
+    workers = workers_for(workers, len(tasks))
+    if workers == 1:
         for task in tasks:
             yield scan_one_dir(task)
             # Reading a dir leaves reference cycles (the YAML loader's); with the full
@@ -763,7 +762,7 @@ def run_audit(
     abs_tol = normalise_tolerance("abs_tol", abs_tol)
     check_output_dir("output_dir", output_dir)
 
-    workers = default_workers() if workers is None else max(1, int(workers))
+    workers = normalise_workers(workers)
     if progress is None:
         progress = sys.stderr.isatty()
     progress = normalise_flag_parameter("progress", progress)
@@ -849,7 +848,7 @@ def run_audit(
         times.render(
             bench_dirs=truth["bench_dirs_count"],
             real_runs=truth["real_run_count"],
-            worker_processes=workers if len(listed.entries) >= MIN_DIRS_FOR_WORKERS else 1,
+            worker_processes=workers_for(workers, len(listed.entries)),
         ),
     )
     return AuditResult(

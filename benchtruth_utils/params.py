@@ -130,6 +130,33 @@ def normalise_flag_parameter(name: str, value: object) -> bool:
     return flag
 
 
+def available_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+# More processes than this a core only wait for each other (and fill the memory).
+MAX_WORKERS_A_CORE = 4
+
+
+def normalise_workers(value: object) -> int:
+    """How many processes read bench dirs: one a core by default (None).
+
+    A whole number of 1 or more (text too, as ``papermill -r`` passes it), at most
+    ``MAX_WORKERS_A_CORE`` a core: a mistyped 10**20 must not fork until the machine stops.
+    """
+    if value is None:
+        return available_cores()
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ParameterError("workers", value, "a whole number of processes, 1 or more")
+    return min(value, MAX_WORKERS_A_CORE * available_cores())
+
+
 def normalise_tolerance(name: str, value: object) -> float:
     """A drift tolerance as a finite, non-negative float (papermill may pass an int or text)."""
     try:

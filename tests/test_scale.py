@@ -15,7 +15,7 @@ from conftest import CASES, REALRUNS, audit_case, output_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchtruth_utils import audit, auditlog, spill
+from benchtruth_utils import ParameterError, audit, auditlog, params, spill
 
 
 @pytest.fixture
@@ -50,7 +50,8 @@ def test_worker_processes_give_the_same_outputs_as_one_process(
     assert one.truth == two.truth
     assert output_bytes(tmp_path / "one") == output_bytes(tmp_path / "two")
     timings = (tmp_path / "two" / "analysis" / "logs").glob("*.timings.log")
-    assert "worker_processes: 2" in next(timings).read_text()
+    used = min(2, two.truth["bench_dirs_count"])
+    assert f"worker_processes: {used}" in next(timings).read_text()
 
 
 def test_the_progress_bar_draws_the_same_text_on_every_run(tmp_path, monkeypatch):
@@ -140,3 +141,25 @@ def test_spilled_lines_come_back_in_any_order_asked(tmp_path_factory, dirs, data
     finally:
         spill.remove_spill_files(prefix)
     assert not list(glob.glob(prefix + "*"))
+
+
+@pytest.mark.parametrize("workers", [0, -1, 2.5, "two", True, float("nan")])
+def test_a_worker_count_that_is_not_a_whole_positive_number_is_refused(tmp_path, workers):
+    with pytest.raises(ParameterError, match="workers"):
+        audit.run_audit(
+            bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
+            project_root=str(REALRUNS),
+            output_dir=str(tmp_path / "out"),
+            workers=workers,
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_huge_worker_count_is_capped_not_forked():
+    # 10**20 processes would fork until the machine stops: it did, once.
+    assert params.normalise_workers(10**20) == params.MAX_WORKERS_A_CORE * params.available_cores()
+    assert params.normalise_workers("3") == min(3, 4 * params.available_cores())
+    assert params.normalise_workers(None) == params.available_cores()
+    assert audit.workers_for(8, 10) == 1
+    assert audit.workers_for(8, 100) == 8
+    assert audit.workers_for(500, 100) == 100
