@@ -20,6 +20,7 @@ import stat
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -70,7 +71,14 @@ from .params import (
 from .paths import display_path, lexical_relative, short_repr
 from .report import render_report
 from .runs import KEY_FIELDS, RECORD_FIELDS, RunRecord, Superseded, newest_indices, records_from_dir
-from .spill import SpilledDir, SpillIndex, new_spill_prefix, remove_spill_files, spill_lines
+from .spill import (
+    SpilledDir,
+    SpillIndex,
+    new_spill_prefix,
+    remove_orphaned_spill_files,
+    remove_spill_files,
+    spill_lines,
+)
 from .tables import MAIN_RESULTS_FILE, summarize_runs, write_tables, written_by_benchtruth
 from .truth import (
     METRIC_EXTRACTION_MAPPING,
@@ -451,8 +459,10 @@ def _scan_in_workers(tasks: list[DirTask], workers: int) -> Iterator[DirScan]:
     # Chunks big enough that a worker's strings travel once a chunk, small enough that
     # both workers stay busy to the end.
     chunksize = max(1, min(64, len(tasks) // (workers * 8)))
-    with context.Pool(workers, initializer=_start_worker) as pool:
-        yield from pool.imap(scan_one_dir, tasks, chunksize=chunksize)
+    # Not multiprocessing.Pool: when a worker dies (the OOM killer, a signal) its tasks
+    # never come back and Pool waits forever; the executor raises BrokenProcessPool.
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
+        yield from pool.map(scan_one_dir, tasks, chunksize=chunksize)
 
 
 def scan_bench_dirs(
@@ -768,8 +778,15 @@ def run_audit(
     progress = normalise_flag_parameter("progress", progress)
     times = PhaseTimes()
 
+    orphans = remove_orphaned_spill_files(output_dir)
     spill_prefix = new_spill_prefix(output_dir)
     with capture_audit_log() as log_lines, cycle_collector_paused(), spill_files(spill_prefix):
+        if orphans:
+            logger.warning(
+                "removed %d spill files that a killed audit left in the output_dir: %s",
+                len(orphans),
+                ", ".join(orphans),
+            )
         with times.phase("read bench list and run logs"):
             listed = read_bench_list(bench_list, project_root)
             logs_dir = os.path.join(os.path.dirname(bench_list), "logs")

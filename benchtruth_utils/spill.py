@@ -6,8 +6,9 @@ lines take most of a gigabyte, so they wait in temporary files beside the output
 each process appends its dirs' lines to a file of its own, and the main process
 reads them back, in the truth file's order, while it writes that file.
 
-The temporary files are named ``.tmp-runs-<token>-<pid>.part`` and removed by
-:func:`remove_spill_files` whatever happens to the audit.
+The temporary files are named ``.tmp-runs-<audit pid>-<token>-<writer pid>.part`` and
+removed by :func:`remove_spill_files` when the audit ends, failed or not; what a killed
+audit leaves, the next audit in that folder removes (:func:`remove_orphaned_spill_files`).
 """
 
 from __future__ import annotations
@@ -37,8 +38,39 @@ class SpilledDir(NamedTuple):
 
 
 def new_spill_prefix(folder: str) -> str:
-    """The path prefix of one audit's spill files, in ``folder`` (the output folder)."""
-    return os.path.join(folder, f".tmp-runs-{secrets.token_hex(6)}")
+    """The path prefix of one audit's spill files, in ``folder`` (the output folder).
+
+    It names the audit's process, so that a later audit can tell leftovers of a killed
+    one (see :func:`remove_orphaned_spill_files`).
+    """
+    return os.path.join(folder, f".tmp-runs-{os.getpid()}-{secrets.token_hex(6)}")
+
+
+def remove_orphaned_spill_files(folder: str) -> list[str]:
+    """Delete spill files in ``folder`` whose audit process no longer runs.
+
+    An audit ended by a signal (SIGTERM, SIGKILL) cannot remove its own; the next one in
+    the same folder does. Files of an audit still running are left alone. Returns the
+    names removed.
+    """
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(folder), ".tmp-runs-*-*-*.part")):
+        owner = os.path.basename(path).split("-")[2]
+        if owner.isdigit() and not _process_alive(int(owner)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                removed.append(os.path.basename(path))
+    return sorted(removed)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def spill_lines(prefix: str, lines: Sequence[str]) -> SpilledDir:

@@ -9,9 +9,12 @@ from __future__ import annotations
 import glob
 import io
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
-from conftest import CASES, REALRUNS, audit_case, output_bytes
+from conftest import CASES, REALRUNS, REPO_ROOT, audit_case, output_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -163,3 +166,70 @@ def test_a_huge_worker_count_is_capped_not_forked():
     assert audit.workers_for(8, 10) == 1
     assert audit.workers_for(8, 100) == 8
     assert audit.workers_for(500, 100) == 100
+
+
+WORKER_DIES = """
+import os, sys
+from benchtruth_utils import audit
+
+audit.MIN_DIRS_FOR_WORKERS = 1
+real_scan = audit.scan_one_dir
+
+def scan_or_die(task):
+    # The worker that gets the fifth dir dies the way the OOM killer ends a process.
+    if task[0].line == 5:
+        os._exit(9)
+    return real_scan(task)
+
+audit.scan_one_dir = scan_or_die
+audit.run_audit(bench_list=sys.argv[1], project_root=sys.argv[2], output_dir=sys.argv[3], workers=2)
+"""
+
+
+def test_a_worker_that_dies_fails_the_audit_instead_of_hanging_it(tmp_path):
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WORKER_DIES,
+            str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
+            str(REALRUNS),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+
+    assert completed.returncode != 0
+    assert "BrokenProcessPool" in completed.stderr
+    assert list(out.rglob("*.part")) == []
+
+
+def test_spill_files_of_a_killed_audit_go_with_the_next_audit(tmp_path, caplog):
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead_pid = int(finished.stdout)
+    out = tmp_path / "analysis"
+    out.mkdir()
+    orphan = out / f".tmp-runs-{dead_pid}-abcdef012345-{dead_pid}.part"
+    orphan.write_bytes(b"left by a killed audit")
+    running = out / f".tmp-runs-{os.getpid()}-abcdef012345-{os.getpid()}.part"
+    running.write_bytes(b"an audit still running")
+
+    audit.run_audit(
+        bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
+        project_root=str(REALRUNS),
+        output_dir=str(out),
+    )
+
+    assert not orphan.exists() and running.exists()
+    assert f"removed 1 spill files that a killed audit left in the output_dir: {orphan.name}" in (
+        caplog.text
+    )
