@@ -21,20 +21,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     The bytes go to a temporary file in the same folder, are flushed to disk, and
     then replace the target in one rename.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    atomic_write_chunks(path, [data])
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -47,7 +34,10 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def atomic_write_chunks(path: str, chunks: Iterable[str | bytes]) -> None:
-    """Like :func:`atomic_write_text`, for text made piece by piece and never held whole."""
+    """Write pieces of text (as UTF-8) and bytes atomically, never holding them whole.
+
+    See :func:`atomic_write_bytes`; a lone surrogate in the text is written as its escape.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
