@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from json.encoder import encode_basestring
 from typing import Any
 
 import jsonschema
@@ -105,19 +107,68 @@ def encode_items(items: Sequence[Mapping[str, Any]], property_name: str) -> Enco
     return EncodedItems([_ONE_LINE_ENCODER.encode(item) for item in items], property_name)
 
 
+# A run's line with a slot a field, keys in record order: the text json writes for
+# ``record.to_dict()`` once each slot holds the JSON of its value.
+_RUN_LINE_TEMPLATE = (
+    "{" + ", ".join(f"{_ONE_LINE_ENCODER.encode(name)}: %s" for name in RECORD_FIELDS) + "}"
+)
+_NONE = type(None)
+
+
+def _encoded_column(values: Sequence[Any]) -> list[str]:
+    """The JSON text of each value of one field of many records, as ``_ONE_LINE_ENCODER``
+    writes it.
+
+    Column by column, each type's own encoder is mapped over all values at once, and a
+    string that repeats (a dir's path, its sha256, a backbone) is encoded once. Encoding
+    a million records field by field, the way json does, took a third of the scan.
+    """
+    types = set(map(type, values))
+    if types == {str}:
+        encoded = {text: encode_basestring(text) for text in set(values)}
+        return list(map(encoded.__getitem__, values))
+    if types == {float}:
+        if not all(map(math.isfinite, values)):
+            _ONE_LINE_ENCODER.encode(list(values))  # raises, as json does for NaN
+        return list(map(float.__repr__, values))
+    if types == {int}:
+        return list(map(int.__repr__, values))
+    if types == {bool}:
+        return ["true" if value else "false" for value in values]
+    if types == {tuple} and all(type(item) is str for value in values for item in value):
+        # Not keyed by floats: 0.0 and -0.0 are one key of a dict but two JSON texts.
+        encoded = {value: _ONE_LINE_ENCODER.encode(list(value)) for value in set(values)}
+        return list(map(encoded.__getitem__, values))
+    if _NONE in types:
+        present = [value for value in values if value is not None]
+        encoded_present = iter(_encoded_column(present)) if present else iter(())
+        return ["null" if value is None else next(encoded_present) for value in values]
+    # Anything rarer (mixed types): json itself, a value at a time.
+    return [_ONE_LINE_ENCODER.encode(list(v) if type(v) is tuple else v) for v in values]
+
+
 def encode_run_records(records: Sequence[RunRecord]) -> list[str]:
     """Check run records against the schema's ``real_runs`` item, then encode each as its
     line of the truth file (see :func:`encode_items`), all without a dict a record
     unless one breaks the schema."""
-    columns = list(zip(*records, strict=True)) if records else []
-    if columns:
-        # JSON has no tuples: the file holds this field as a list, so check it as one.
-        position = RECORD_FIELDS.index("nonfinite_metrics")
-        columns[position] = [list(names) for names in columns[position]]
+    if not records:
+        return []
+    columns = list(zip(*records, strict=True))
+    # JSON has no tuples: the file holds this field as a list, so check it as one.
+    position = RECORD_FIELDS.index("nonfinite_metrics")
+    checked_columns = list(columns)
+    checked_columns[position] = [list(names) for names in columns[position]]
     item_schema = truth_schema()["properties"]["real_runs"]["items"]
-    if not bulkschema.columns_conform(RECORD_FIELDS, columns, item_schema):
+    if not bulkschema.columns_conform(RECORD_FIELDS, checked_columns, item_schema):
         return list(encode_items([record.to_dict() for record in records], "real_runs"))
-    return [_ONE_LINE_ENCODER.encode(record.to_dict()) for record in records]
+    return run_lines(columns)
+
+
+def run_lines(columns: Sequence[Sequence[Any]]) -> list[str]:
+    """The truth file's lines of run records given as their columns (one a field, in
+    record order), unchecked: the text ``_ONE_LINE_ENCODER`` writes for each record's dict."""
+    encoded_columns = [_encoded_column(column) for column in columns]
+    return [_RUN_LINE_TEMPLATE % fields for fields in zip(*encoded_columns, strict=True)]
 
 
 def validate_truth(

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchtruth_utils import bulkschema
+from benchtruth_utils import truth as truth_module
 from benchtruth_utils.runs import RunRecord
 from benchtruth_utils.truth import encode_run_records, truth_schema
 
@@ -163,3 +164,43 @@ def test_run_records_encode_to_the_lines_their_dicts_would(truth):
     lines = encode_run_records(records)
 
     assert [json.loads(line) for line in lines] == runs
+
+
+# Values a run record's fields may hold, and some they should not: the encoder must give
+# json's text for every one, or fail as json fails.
+RECORD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, -0.0, 1.0, 1e-300, 5e-324, 1e16]),
+    st.text(max_size=6),
+    st.sampled_from(["", "é", '"', "\\", "\n", "\x00", "\u2028", "runs/x/metrics.json"]),
+)
+NONFINITE_NAMES = st.lists(st.sampled_from(["rmse", "mae", "mse", "r2", "é"]), max_size=3)
+RECORDS = st.builds(
+    lambda values, names: RunRecord(*values)._replace(nonfinite_metrics=tuple(names)),
+    st.tuples(*[RECORD_VALUES for _ in RunRecord._fields]),
+    NONFINITE_NAMES,
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(RECORDS, min_size=1, max_size=6))
+def test_column_encoder_writes_the_text_json_writes(records):
+    expected = [truth_module._ONE_LINE_ENCODER.encode(record.to_dict()) for record in records]
+
+    lines = truth_module.run_lines(list(zip(*records, strict=True)))
+
+    assert lines == expected
+
+
+@given(st.sampled_from([math.nan, math.inf, -math.inf]), st.integers(0, 3))
+def test_column_encoder_refuses_what_json_refuses(bad, position):
+    column = [1.0, 2.0, 3.0, 4.0]
+    column[position] = bad
+
+    with pytest.raises(ValueError, match="Out of range float"):
+        truth_module._encoded_column(column)
+    with pytest.raises(ValueError, match="Out of range float"):
+        truth_module._encoded_column([None, *column])
