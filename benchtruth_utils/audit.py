@@ -52,9 +52,9 @@ from .errors import ArtifactsChangedError
 from .figures import (
     COVERAGE_HEATMAP_FILE,
     METRICS_PLOT_FILE,
-    plot_coverage_heatmap,
     plot_metrics_by_configuration,
     save_png,
+    write_coverage_heatmap,
 )
 from .findings import Finding, Reason, Scope
 from .outputs import EncodedItems, atomic_write_text, frame_to_csv_text
@@ -442,6 +442,12 @@ def _start_worker() -> None:
     gc.enable()
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    # fork shares the parent's imports at no cost; where there is none, spawn works too.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
 def _scan_in_workers(tasks: list[DirTask], workers: int) -> Iterator[DirScan]:
     """``scan_one_dir`` over the tasks, in their order, in ``workers`` processes."""
     workers = workers_for(workers, len(tasks))
@@ -453,15 +459,14 @@ def _scan_in_workers(tasks: list[DirTask], workers: int) -> Iterator[DirScan]:
             gc.collect(0)
         return
 
-    # fork shares the parent's imports at no cost; where there is none, spawn works too.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
     # Chunks big enough that a worker's strings travel once a chunk, small enough that
     # both workers stay busy to the end.
     chunksize = max(1, min(64, len(tasks) // (workers * 8)))
     # Not multiprocessing.Pool: when a worker dies (the OOM killer, a signal) its tasks
     # never come back and Pool waits forever; the executor raises BrokenProcessPool.
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=_worker_context(), initializer=_start_worker
+    ) as pool:
         yield from pool.map(scan_one_dir, tasks, chunksize=chunksize)
 
 
@@ -496,6 +501,29 @@ def scan_bench_dirs(
     if bar is not None:
         bar.close()
     return scan
+
+
+@contextlib.contextmanager
+def heatmap_drawn_beside(
+    grid: Mapping[str, Any], path: str, in_background: bool, times: PhaseTimes
+) -> Iterator[None]:
+    """The coverage heatmap of ``grid`` is written to ``path`` when the block ends.
+
+    With ``in_background`` it is drawn in a second process while the block runs: on a
+    large benchmark the block writes the truth file, on a small one drawing is most of
+    the audit, and both are single-threaded. An error in drawing is raised here.
+    """
+    if not in_background:
+        yield
+        with times.phase("draw coverage heatmap"):
+            write_coverage_heatmap(grid, path)
+        return
+
+    with ProcessPoolExecutor(1, mp_context=_worker_context()) as pool:
+        drawn = pool.submit(write_coverage_heatmap, grid, path)
+        yield
+        with times.phase("wait for coverage heatmap (drawn beside the writes)"):
+            drawn.result()
 
 
 def progress_bar(total: int, description: str, enabled: bool) -> tqdm:
@@ -827,34 +855,33 @@ def run_audit(
                 rel_tol=rel_tol,
                 abs_tol=abs_tol,
             )
-        with times.phase("log what was counted"):
-            _log_narrative(truth)
+        heatmap_path = os.path.join(output_dir, COVERAGE_HEATMAP_FILE)
+        in_background = workers_for(workers, len(listed.entries)) > 1
+        with heatmap_drawn_beside(truth["coverage_grid"], heatmap_path, in_background, times):
+            with times.phase("log what was counted"):
+                _log_narrative(truth)
 
-        # The marked copy goes first: once it exists, nothing of the claimed table is lost
-        # even if a later step (or 02) replaces the table itself.
-        marked_path = None
-        if marked is not None:
-            with times.phase("write marked claimed table"):
-                marked_path = os.path.join(output_dir, MARKED_CLAIMED_FILE)
-                atomic_write_text(
-                    marked_path, frame_to_csv_text(marked.marked, list(marked.marked.columns))
-                )
-            logger.info("wrote %s", MARKED_CLAIMED_FILE)
+            # The marked copy goes first: once it exists, nothing of the claimed table is lost
+            # even if a later step (or 02) replaces the table itself.
+            marked_path = None
+            if marked is not None:
+                with times.phase("write marked claimed table"):
+                    marked_path = os.path.join(output_dir, MARKED_CLAIMED_FILE)
+                    atomic_write_text(
+                        marked_path, frame_to_csv_text(marked.marked, list(marked.marked.columns))
+                    )
+                logger.info("wrote %s", MARKED_CLAIMED_FILE)
 
-        truth_path = os.path.join(output_dir, TRUTH_FILE)
-        _warn_other_host(truth_path, host_tag)
-        with times.phase("validate and write truth file"):
-            write_truth(truth_path, truth)
-        logger.info("wrote %s", TRUTH_FILE)
+            truth_path = os.path.join(output_dir, TRUTH_FILE)
+            _warn_other_host(truth_path, host_tag)
+            with times.phase("validate and write truth file"):
+                write_truth(truth_path, truth)
+            logger.info("wrote %s", TRUTH_FILE)
 
-        with times.phase("write report"):
-            report_path = os.path.join(output_dir, REPORT_FILE)
-            atomic_write_text(report_path, render_report(truth))
-        logger.info("wrote %s", REPORT_FILE)
-
-        with times.phase("draw coverage heatmap"):
-            heatmap_path = os.path.join(output_dir, COVERAGE_HEATMAP_FILE)
-            save_png(plot_coverage_heatmap(truth["coverage_grid"]), heatmap_path)
+            with times.phase("write report"):
+                report_path = os.path.join(output_dir, REPORT_FILE)
+                atomic_write_text(report_path, render_report(truth))
+            logger.info("wrote %s", REPORT_FILE)
         logger.info("wrote %s", COVERAGE_HEATMAP_FILE)
 
     log_path = os.path.join(output_dir, "logs", f"benchmark_truthfulness_{host_tag}.log")

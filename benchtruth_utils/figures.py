@@ -96,6 +96,11 @@ def plot_coverage_heatmap(grid: Mapping[str, Any]) -> Figure:
     return figure
 
 
+def write_coverage_heatmap(grid: Mapping[str, Any], path: str) -> None:
+    """Draw the coverage heatmap of ``grid`` and write it to ``path`` as PNG."""
+    save_png(plot_coverage_heatmap(grid), path)
+
+
 def save_png(figure: Figure, path: str) -> None:
     """Write a figure as PNG atomically, without the software stamp, so reruns are identical."""
     buffer = io.BytesIO()
