@@ -18,6 +18,7 @@ import re
 import stat
 from typing import Any
 
+import orjson
 import yaml
 
 from .findings import Reason
@@ -97,8 +98,36 @@ def file_sha256(path: str) -> str | None:
         return None
 
 
+# An integer literal of 19 digits or more may not fit in 64 bits, where orjson would
+# return a float in its place (json keeps the exact integer). Found as a run of nines once
+# every digit reads as a nine: ten times faster than a regular expression.
+_DIGITS_AS_NINES = bytes.maketrans(b"012345678", b"999999999")
+_LONG_DIGIT_RUN = b"9" * 19
+
+
+def _has_long_digit_run(data: bytes) -> bool:
+    return _LONG_DIGIT_RUN in data.translate(_DIGITS_AS_NINES)
+
+
 def _decode_json(data: bytes) -> tuple[Any, str | None, str]:
     """Decode JSON as the runner writes it: bare NaN and Infinity tokens are allowed."""
+    if not data.strip():
+        return None, "empty", "file is empty"
+
+    # orjson parses a runner's metrics.json about twice as fast as json and agrees with
+    # it on every document it accepts, save long integers (kept away above). What it
+    # refuses (NaN, Infinity, 1e400, lone surrogates, a byte order mark, deep nesting,
+    # bad UTF-8) goes to json, whose verdict and messages stand.
+    if not _has_long_digit_run(data):
+        try:
+            return orjson.loads(data), None, ""
+        except orjson.JSONDecodeError:
+            pass
+    return _decode_json_stock(data)
+
+
+def _decode_json_stock(data: bytes) -> tuple[Any, str | None, str]:
+    """:func:`_decode_json` with the json module alone: the verdict that stands."""
     if not data.strip():
         return None, "empty", "file is empty"
     try:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchtruth_utils.artifacts import (
+    _decode_json,
+    _decode_json_stock,
     parse_run_log,
     read_config,
     read_metrics,
@@ -163,3 +168,72 @@ def test_read_metrics_integer_past_the_digit_limit_is_invalid_json(tmp_path):
     parsed = read_metrics(_bench_dir(tmp_path, metrics=b'{"n": 1' + b"0" * 4300 + b"}"))
 
     assert parsed.reason is Reason.METRICS_INVALID_JSON
+
+
+# Documents on which orjson and json might part: long and huge integers, floats at the
+# edges of the double range, NaN and Infinity tokens, escapes, lone surrogates, nesting.
+JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(),
+    st.sampled_from([-0.0, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 1e16]),
+    st.text(),
+    st.sampled_from(["\ud800", "\udfff\ud800", "\u2028", "\x00", "\ufeff"]),
+)
+JSON_DOCUMENTS = st.recursive(
+    JSON_SCALARS,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+EDGE_TEXTS = [
+    b"1e400",
+    b"-1e400",
+    b"1.7976931348623159e308",
+    b"1.7976931348623158e308",
+    b"123456789012345678",
+    b"9223372036854775808",
+    b"-9223372036854775809",
+    b"18446744073709551616",
+    b"0.0000000000000000001",
+    b"1" + b"0" * 5000,
+    b"-0",
+    b"-0.0",
+    b"1E+2",
+    b'{"a": 1, "a": 2}',
+    b"\xef\xbb\xbf{}",
+    b"[" * 2000 + b"]" * 2000,
+    b'"\\ud800"',
+    b'"\xff"',
+    b"NaN",
+    b"[Infinity, -Infinity]",
+    b" \t\r\n[]",
+    b"\x0c[]",
+]
+
+
+def _same_verdict(data: bytes) -> None:
+    # repr tells True from 1 from 1.0 and 0.0 from -0.0, and shows key order; == does not.
+    fast, stock = _decode_json(data), _decode_json_stock(data)
+    assert repr(fast) == repr(stock)
+
+
+@settings(max_examples=500)
+@given(
+    JSON_DOCUMENTS,
+    st.booleans(),
+    st.sampled_from([None, 2]),
+)
+def test_json_reads_as_the_json_module_reads_it(value, ensure_ascii, indent):
+    _same_verdict(
+        json.dumps(value, ensure_ascii=ensure_ascii, indent=indent).encode("utf-8", "surrogatepass")
+    )
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=64) | st.sampled_from(EDGE_TEXTS))
+def test_json_bytes_get_the_json_modules_verdict(data):
+    _same_verdict(data)
