@@ -375,7 +375,12 @@ def scan_one_dir(task: DirTask) -> DirScan:
     summary["provenance"] = config_provenance(config)
     scanned.records = verdict.records
     if verdict.records:
-        scanned.spilled = spill_lines(spill_prefix, encode_run_records(verdict.records))
+        # Spilled in the truth file's order (by key and seed, see newest_indices), so that
+        # the dir's kept runs lie there as one stretch to copy.
+        records = verdict.records
+        in_key_order = sorted(range(len(records)), key=lambda position: records[position][:6])
+        lines = encode_run_records(records)
+        scanned.spilled = spill_lines(spill_prefix, lines, in_key_order)
     scanned.excluded = verdict.excluded
     scanned.warnings = verdict.warnings
 

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -61,7 +61,7 @@ def atomic_write_chunks(path: str, chunks: Iterable[str | bytes]) -> None:
 class EncodedItems:
     """Items of a JSON list, each already encoded as one line of strict JSON.
 
-    Made by :func:`benchtruth_utils.truth.encode_items` or from lines checked the same
+    Made by :func:`benchtruth_utils.truth.encode_run_records`, or from lines checked the same
     way; the file writer copies the lines (text or UTF-8 bytes) as they are.
     """
 
@@ -76,13 +76,19 @@ class EncodedItems:
         return iter(self.lines)
 
 
-def iter_strict_json(document: Any, one_line_items: Collection[str] = ()) -> Iterator[str | bytes]:
+def iter_strict_json(
+    document: Any,
+    one_line_items: Collection[str] = (),
+    item_encoders: Mapping[str, Callable[[Any], bytes]] | None = None,
+) -> Iterator[str | bytes]:
     """Strict JSON (a NaN or Infinity anywhere raises), indented by two, in pieces.
 
     The lists named in ``one_line_items`` (top-level keys of ``document``) hold one item
     a line: a million runs read as a million greppable lines, and are encoded by the
-    json module's C encoder instead of its far slower indenting one.
+    json module's C encoder instead of its far slower indenting one, or by the list's
+    own encoder in ``item_encoders`` (which must be as strict, and return UTF-8 bytes).
     """
+    item_encoders = item_encoders or {}
     if not isinstance(document, dict) or not document:
         yield json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
         return
@@ -98,9 +104,13 @@ def iter_strict_json(document: Any, one_line_items: Collection[str] = ()) -> Ite
             continue
         if key in one_line_items and isinstance(value, list) and value:
             yield f"  {name}: [\n"
+            encode = item_encoders.get(key)
             for index, item in enumerate(value):
                 comma = "," if index < len(value) - 1 else ""
-                yield f"    {compact.encode(item)}{comma}\n"
+                if encode is None:
+                    yield f"    {compact.encode(item)}{comma}\n"
+                else:
+                    yield b"    " + encode(item) + comma.encode() + b"\n"
             yield f"  ]{ending}"
             continue
         text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
@@ -114,11 +124,22 @@ def iter_strict_json(document: Any, one_line_items: Collection[str] = ()) -> Ite
 _LINES_A_PIECE = 4096
 
 
+# What stands between two items of a one-line list: a comma, and the next line's indent.
+ITEM_SEPARATOR = ",\n    "
+
+
 def _encoded_list(name: str, items: EncodedItems, ending: str) -> Iterator[str | bytes]:
     if not len(items):
         yield f"  {name}: []{ending}"
         return
     yield f"  {name}: [\n"
+    # Spilled lines come already joined (see spill.SpilledLines.joined).
+    joined = getattr(items.lines, "joined", None)
+    if joined is not None:
+        yield "    "
+        yield from joined()
+        yield f"\n  ]{ending}"
+        return
     lines = iter(items)
     first = True
     while batch := list(itertools.islice(lines, _LINES_A_PIECE)):
@@ -126,9 +147,9 @@ def _encoded_list(name: str, items: EncodedItems, ending: str) -> Iterator[str |
             yield ",\n"
         first = False
         if isinstance(batch[0], bytes):
-            yield b"    " + b",\n    ".join(batch)
+            yield b"    " + ITEM_SEPARATOR.encode("ascii").join(batch)
         else:
-            yield "    " + ",\n    ".join(batch)
+            yield "    " + ITEM_SEPARATOR.join(batch)
     yield f"\n  ]{ending}"
 
 

@@ -6,6 +6,11 @@ lines take most of a gigabyte, so they wait in temporary files beside the output
 each process appends its dirs' lines to a file of its own, and the main process
 reads them back, in the truth file's order, while it writes that file.
 
+Each line is spilled with the separator that follows it in the truth file, and a dir's
+lines in the order the truth file lists them (by key and seed). So the truth file's list
+of runs is, for the most part, whole stretches of spill file copied as they are: reading a
+million lines back one at a time took longer than writing them.
+
 The temporary files are named ``.tmp-runs-<audit pid>-<token>-<writer pid>.part`` and
 removed by :func:`remove_spill_files` when the audit ends, failed or not; what a killed
 audit leaves, the next audit in that folder removes (:func:`remove_orphaned_spill_files`).
@@ -16,24 +21,34 @@ from __future__ import annotations
 import array
 import contextlib
 import glob
+import itertools
 import os
 import secrets
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
+import numpy as np
+
+from .outputs import ITEM_SEPARATOR
+
 # Lines near one another in the truth file mostly come from one dir, and so lie near one
 # another in the spill file: read a block at a time, not a line at a time.
 READ_BLOCK_BYTES = 1 << 20
 BACKWARD_BYTES = 1 << 16
+# The most one read of a stretch of lines takes at once, so that memory stays bounded.
+STRETCH_READ_BYTES = 16 << 20
+
+_SEPARATOR = ITEM_SEPARATOR.encode("ascii")
 
 _open_files: dict[str, int] = {}
 
 
 class SpilledDir(NamedTuple):
-    """Where one dir's lines went: the file, the first byte, and each line's length."""
+    """Where one dir's lines went: the file, and each line's first byte and length (without
+    its separator), in the order the lines were given."""
 
     path: str
-    offset: int
+    offsets: list[int]
     lengths: list[int]
 
 
@@ -73,8 +88,12 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def spill_lines(prefix: str, lines: Sequence[str]) -> SpilledDir:
-    """Append ``lines`` (UTF-8, without line ends) to this process's spill file."""
+def spill_lines(
+    prefix: str, lines: Sequence[str | bytes], order: Sequence[int] | None = None
+) -> SpilledDir:
+    """Append ``lines`` (text, or UTF-8 bytes; without line ends) to this process's spill
+    file, each followed by the truth file's item separator, in ``order`` (positions into
+    ``lines``; as given when None)."""
     path = f"{prefix}-{os.getpid()}.part"
     descriptor = _open_files.get(path)
     if descriptor is None:
@@ -82,14 +101,23 @@ def spill_lines(prefix: str, lines: Sequence[str]) -> SpilledDir:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         _open_files[path] = descriptor
 
-    encoded = [line.encode("utf-8", "backslashreplace") for line in lines]
+    encoded = [
+        line if type(line) is bytes else line.encode("utf-8", "backslashreplace") for line in lines
+    ]
+    if order is None:
+        order = range(len(encoded))
+    offsets = [0] * len(encoded)
     offset = os.lseek(descriptor, 0, os.SEEK_END)
+    for position in order:
+        offsets[position] = offset
+        offset += len(encoded[position]) + len(_SEPARATOR)
+
     # One unbuffered write a dir: nothing waits in a buffer when a worker process ends.
-    data = b"".join(encoded)
+    data = b"".join(encoded[position] + _SEPARATOR for position in order)
     written = 0
     while written < len(data):
         written += os.write(descriptor, data[written:])
-    return SpilledDir(path, offset, [len(line) for line in encoded])
+    return SpilledDir(path, offsets, [len(line) for line in encoded])
 
 
 def remove_spill_files(prefix: str) -> None:
@@ -116,12 +144,9 @@ class SpillIndex:
         file_id = self._path_ids.setdefault(spilled.path, len(self.paths))
         if file_id == len(self.paths):
             self.paths.append(spilled.path)
-        offset = spilled.offset
-        for length in spilled.lengths:
-            self.file_ids.append(file_id)
-            self.offsets.append(offset)
-            self.lengths.append(length)
-            offset += length
+        self.file_ids.extend(itertools.repeat(file_id, len(spilled.lengths)))
+        self.offsets.extend(spilled.offsets)
+        self.lengths.extend(spilled.lengths)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -145,6 +170,39 @@ class SpilledLines(Sequence[bytes]):
         if isinstance(item, slice):
             return [self[i] for i in range(*item.indices(len(self)))]
         return next(iter(SpilledLines(self._index, [self._positions[item]])))
+
+    def joined(self) -> Iterator[bytes]:
+        """The lines joined by the truth file's item separator, in pieces.
+
+        Lines that follow one another in a spill file, separators included, are read and
+        passed on as one piece; only where the order jumps does a new read start.
+        """
+        if not self._positions:
+            return
+        index = self._index
+        positions = np.asarray(self._positions, dtype=np.int64)
+        files = np.frombuffer(index.file_ids, dtype=index.file_ids.typecode)[positions]
+        starts = np.frombuffer(index.offsets, dtype=index.offsets.typecode)[positions]
+        lengths = np.frombuffer(index.lengths, dtype=index.lengths.typecode)[positions]
+        ends = starts + lengths + len(_SEPARATOR)
+        # A stretch ends where the next line lies elsewhere: another file, or not right after.
+        jumps = np.flatnonzero((starts[1:] != ends[:-1]) | (files[1:] != files[:-1])) + 1
+        firsts = np.concatenate(([0], jumps))
+        lasts = np.concatenate((jumps, [len(positions)])) - 1
+
+        descriptors: dict[int, int] = {}
+        try:
+            for first, last in zip(firsts.tolist(), lasts.tolist(), strict=True):
+                file_id = int(files[first])
+                if file_id not in descriptors:
+                    descriptors[file_id] = os.open(index.paths[file_id], os.O_RDONLY)
+                start, end = int(starts[first]), int(ends[last])
+                if last == len(positions) - 1:
+                    end -= len(_SEPARATOR)  # no separator after the last line
+                yield from _read_stretch(descriptors[file_id], start, end, index.paths[file_id])
+        finally:
+            for descriptor in descriptors.values():
+                os.close(descriptor)
 
     def __iter__(self) -> Iterator[bytes]:
         index = self._index
@@ -171,3 +229,13 @@ class SpilledLines(Sequence[bytes]):
         finally:
             for descriptor in descriptors.values():
                 os.close(descriptor)
+
+
+def _read_stretch(descriptor: int, start: int, end: int, path: str) -> Iterator[bytes]:
+    """The bytes of a spill file from ``start`` to ``end``, in reads of a bounded size."""
+    while start < end:
+        piece = os.pread(descriptor, min(end - start, STRETCH_READ_BYTES), start)
+        if not piece:
+            raise OSError(f"spill file {path} ends before its lines")
+        yield piece
+        start += len(piece)

@@ -9,10 +9,10 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from json.encoder import encode_basestring
 from typing import Any
 
 import jsonschema
+import orjson
 
 from . import bulkschema
 from .errors import ParameterError, TruthFileError
@@ -89,86 +89,71 @@ def truth_schema() -> dict[str, Any]:
 _ONE_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
-def encode_items(items: Sequence[Mapping[str, Any]], property_name: str) -> EncodedItems:
-    """Check items of the truth document's list ``property_name`` against its item
-    schema, then encode each as the one line the truth file holds.
+def encode_run_records(records: Sequence[RunRecord]) -> list[bytes]:
+    """Check run records against the schema's ``real_runs`` item, then encode each as its
+    line of the truth file (see :func:`encode_run_line`).
 
     Lets worker processes share the cost of checking and encoding a million runs; the
-    truth document then carries the lines and :func:`validate_truth` takes them as checked.
+    truth document then carries the lines and :func:`validate_truth` takes them as
+    checked. The check goes a field at a time, without a dict a record, unless one
+    breaks the schema.
 
     Raises
     ------
     TruthFileError
-        When an item breaks the schema (a bug: the audit makes these items itself).
+        When a record breaks the schema (a bug: the audit makes these records itself).
     """
-    item_schema = truth_schema()["properties"][property_name]["items"]
-    if not bulkschema.conforms(items, item_schema):
-        validate_truth({property_name: list(items)}, f"{property_name} items", partial=True)
-    return EncodedItems([_ONE_LINE_ENCODER.encode(item) for item in items], property_name)
-
-
-# A run's line with a slot a field, keys in record order: the text json writes for
-# ``record.to_dict()`` once each slot holds the JSON of its value.
-_RUN_LINE_TEMPLATE = (
-    "{" + ", ".join(f"{_ONE_LINE_ENCODER.encode(name)}: %s" for name in RECORD_FIELDS) + "}"
-)
-_NONE = type(None)
-
-
-def _encoded_column(values: Sequence[Any]) -> list[str]:
-    """The JSON text of each value of one field of many records, as ``_ONE_LINE_ENCODER``
-    writes it.
-
-    Column by column, each type's own encoder is mapped over all values at once, and a
-    string that repeats (a dir's path, its sha256, a backbone) is encoded once. Encoding
-    a million records field by field, the way json does, took a third of the scan.
-    """
-    types = set(map(type, values))
-    if types == {str}:
-        encoded = {text: encode_basestring(text) for text in set(values)}
-        return list(map(encoded.__getitem__, values))
-    if types == {float}:
-        if not all(map(math.isfinite, values)):
-            _ONE_LINE_ENCODER.encode(list(values))  # raises, as json does for NaN
-        return list(map(float.__repr__, values))
-    if types == {int}:
-        return list(map(int.__repr__, values))
-    if types == {bool}:
-        return ["true" if value else "false" for value in values]
-    if types == {tuple} and all(type(item) is str for value in values for item in value):
-        # Not keyed by floats: 0.0 and -0.0 are one key of a dict but two JSON texts.
-        encoded = {value: _ONE_LINE_ENCODER.encode(list(value)) for value in set(values)}
-        return list(map(encoded.__getitem__, values))
-    if _NONE in types:
-        present = [value for value in values if value is not None]
-        encoded_present = iter(_encoded_column(present)) if present else iter(())
-        return ["null" if value is None else next(encoded_present) for value in values]
-    # Anything rarer (mixed types): json itself, a value at a time.
-    return [_ONE_LINE_ENCODER.encode(list(v) if type(v) is tuple else v) for v in values]
-
-
-def encode_run_records(records: Sequence[RunRecord]) -> list[str]:
-    """Check run records against the schema's ``real_runs`` item, then encode each as its
-    line of the truth file (see :func:`encode_items`), all without a dict a record
-    unless one breaks the schema."""
     if not records:
         return []
     columns = list(zip(*records, strict=True))
     # JSON has no tuples: the file holds this field as a list, so check it as one.
     position = RECORD_FIELDS.index("nonfinite_metrics")
-    checked_columns = list(columns)
-    checked_columns[position] = [list(names) for names in columns[position]]
+    columns[position] = [list(names) for names in columns[position]]
     item_schema = truth_schema()["properties"]["real_runs"]["items"]
-    if not bulkschema.columns_conform(RECORD_FIELDS, checked_columns, item_schema):
-        return list(encode_items([record.to_dict() for record in records], "real_runs"))
-    return run_lines(columns)
+    if not bulkschema.columns_conform(RECORD_FIELDS, columns, item_schema):
+        # jsonschema has the last word, and writes the messages.
+        runs = [record.to_dict() for record in records]
+        validate_truth({"real_runs": runs}, "real_runs items", partial=True)
+    return run_lines(records)
 
 
-def run_lines(columns: Sequence[Sequence[Any]]) -> list[str]:
-    """The truth file's lines of run records given as their columns (one a field, in
-    record order), unchecked: the text ``_ONE_LINE_ENCODER`` writes for each record's dict."""
-    encoded_columns = [_encoded_column(column) for column in columns]
-    return [_RUN_LINE_TEMPLATE % fields for fields in zip(*encoded_columns, strict=True)]
+@functools.cache
+def _number_fields() -> tuple[str, ...]:
+    # The fields where the schema lets a float through: the only places a NaN could hide.
+    properties = truth_schema()["properties"]["real_runs"]["items"]["properties"]
+    return tuple(name for name in RECORD_FIELDS if "number" in json.dumps(properties[name]))
+
+
+def encode_run_line(run: Mapping[str, Any]) -> bytes:
+    """One run's line of the truth file: its object as compact JSON, in UTF-8.
+
+    The one encoding of a run, whether the audit writes it from a record or a merge
+    rewrites it from a loaded file, so that a file's sha256 can be recomputed from what
+    it holds. orjson writes it several times faster than json, which took a third of the
+    scan; where orjson cannot (an integer past 64 bits, a lone surrogate), json does. orjson
+    would write NaN as null without a word, so a run holding one is refused first, as
+    json's strict encoder refuses it. The run must conform to the schema, which lets
+    floats into the number fields only.
+
+    Raises
+    ------
+    ValueError
+        When a number field holds NaN or an infinity.
+    """
+    for name in _number_fields():
+        value = run.get(name)
+        if type(value) is float and not math.isfinite(value):
+            raise ValueError(f"Out of range float values are not JSON compliant (in {name})")
+    try:
+        return orjson.dumps(run)
+    except orjson.JSONEncodeError:
+        return _ONE_LINE_ENCODER.encode(run).encode("utf-8", "backslashreplace")
+
+
+def run_lines(records: Sequence[RunRecord]) -> list[bytes]:
+    """Each record's line of the truth file (see :func:`encode_run_line`), unchecked
+    against the schema."""
+    return [encode_run_line(record._asdict()) for record in records]
 
 
 def validate_truth(
@@ -257,7 +242,7 @@ ONE_LINE_ITEMS = frozenset(
 
 def truth_json_chunks(document: Mapping[str, Any]) -> Iterator[str | bytes]:
     """The truth file's text, piece by piece, exactly as :func:`write_truth` writes it."""
-    return iter_strict_json(document, ONE_LINE_ITEMS)
+    return iter_strict_json(document, ONE_LINE_ITEMS, {"real_runs": encode_run_line})
 
 
 def write_truth(path: str, document: Mapping[str, Any]) -> None:

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchtruth_utils import ParameterError, audit, auditlog, params, spill
+from benchtruth_utils.outputs import ITEM_SEPARATOR
 
 
 @pytest.fixture
@@ -233,3 +234,31 @@ def test_spill_files_of_a_killed_audit_go_with_the_next_audit(tmp_path, caplog):
     assert f"removed 1 spill files that a killed audit left in the output_dir: {orphan.name}" in (
         caplog.text
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dirs=st.lists(st.lists(st.text(min_size=1, max_size=30), max_size=6), min_size=1, max_size=6),
+    data=st.data(),
+)
+def test_spilled_lines_join_as_the_truth_file_joins_them(tmp_path_factory, dirs, data):
+    # Each dir's lines spilled in an order of their own, read back in any order: stretches
+    # that lie one after another in the spill file must come back as the same text.
+    prefix = spill.new_spill_prefix(str(tmp_path_factory.mktemp("spill")))
+    index = spill.SpillIndex()
+    try:
+        for lines in dirs:
+            if lines:
+                spill_order = data.draw(st.permutations(range(len(lines))))
+                index.add(spill.spill_lines(prefix, lines, spill_order))
+        expected = [line.encode("utf-8", "backslashreplace") for lines in dirs for line in lines]
+        order = data.draw(st.permutations(range(len(expected))) | st.just(range(len(expected))))
+        order = data.draw(st.lists(st.sampled_from(order), unique=True)) if order else order
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(spill, "STRETCH_READ_BYTES", 7)
+            joined = b"".join(index.lines(list(order)).joined())
+        assert joined == ITEM_SEPARATOR.encode().join(expected[position] for position in order)
+        assert b"".join(index.lines(list(order)).joined()) == joined
+    finally:
+        spill.remove_spill_files(prefix)
