@@ -20,7 +20,7 @@ from .auditlog import capture_audit_log
 from .coverage import column_label_order
 from .errors import BenchtruthError, ParameterError, TruthFileError
 from .evidence import check_executed_notebook
-from .outputs import atomic_write_text
+from .outputs import FileRange, atomic_write_text
 from .params import check_output_dir, normalise_path_parameter
 from .report import md_table
 from .runs import KEY_FIELDS, QUALITY_METRICS
@@ -111,6 +111,8 @@ def truth_digest(document: Mapping[str, Any]) -> str:
     """The sha256 of the document as :func:`write_truth` writes it: its file's sha256."""
     digest = hashlib.sha256()
     for chunk in truth_json_chunks(document):
+        if isinstance(chunk, FileRange):
+            chunk = chunk.read()
         digest.update(
             chunk if isinstance(chunk, bytes) else chunk.encode("utf-8", "backslashreplace")
         )

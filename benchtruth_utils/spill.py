@@ -29,15 +29,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .outputs import ITEM_SEPARATOR
+from .outputs import ITEM_SEPARATOR, FileRange
 
 # Lines near one another in the truth file mostly come from one dir, and so lie near one
 # another in the spill file: read a block at a time, not a line at a time.
 READ_BLOCK_BYTES = 1 << 20
 BACKWARD_BYTES = 1 << 16
-# The most one read of a stretch of lines takes at once, so that memory stays bounded.
-STRETCH_READ_BYTES = 16 << 20
-
 _SEPARATOR = ITEM_SEPARATOR.encode("ascii")
 
 _open_files: dict[str, int] = {}
@@ -171,11 +168,13 @@ class SpilledLines(Sequence[bytes]):
             return [self[i] for i in range(*item.indices(len(self)))]
         return next(iter(SpilledLines(self._index, [self._positions[item]])))
 
-    def joined(self) -> Iterator[bytes]:
-        """The lines joined by the truth file's item separator, in pieces.
+    def joined(self) -> Iterator[FileRange]:
+        """The lines joined by the truth file's item separator, as ranges of spill files.
 
-        Lines that follow one another in a spill file, separators included, are read and
-        passed on as one piece; only where the order jumps does a new read start.
+        Lines that follow one another in a spill file, separators included, make one
+        range, which the file writer copies across without reading it
+        (:func:`outputs.atomic_write_chunks`); only where the order jumps does a new one
+        start.
         """
         if not self._positions:
             return
@@ -190,19 +189,11 @@ class SpilledLines(Sequence[bytes]):
         firsts = np.concatenate(([0], jumps))
         lasts = np.concatenate((jumps, [len(positions)])) - 1
 
-        descriptors: dict[int, int] = {}
-        try:
-            for first, last in zip(firsts.tolist(), lasts.tolist(), strict=True):
-                file_id = int(files[first])
-                if file_id not in descriptors:
-                    descriptors[file_id] = os.open(index.paths[file_id], os.O_RDONLY)
-                start, end = int(starts[first]), int(ends[last])
-                if last == len(positions) - 1:
-                    end -= len(_SEPARATOR)  # no separator after the last line
-                yield from _read_stretch(descriptors[file_id], start, end, index.paths[file_id])
-        finally:
-            for descriptor in descriptors.values():
-                os.close(descriptor)
+        for first, last in zip(firsts.tolist(), lasts.tolist(), strict=True):
+            start, end = int(starts[first]), int(ends[last])
+            if last == len(positions) - 1:
+                end -= len(_SEPARATOR)  # no separator after the last line
+            yield FileRange(index.paths[int(files[first])], start, end)
 
     def __iter__(self) -> Iterator[bytes]:
         index = self._index
@@ -229,13 +220,3 @@ class SpilledLines(Sequence[bytes]):
         finally:
             for descriptor in descriptors.values():
                 os.close(descriptor)
-
-
-def _read_stretch(descriptor: int, start: int, end: int, path: str) -> Iterator[bytes]:
-    """The bytes of a spill file from ``start`` to ``end``, in reads of a bounded size."""
-    while start < end:
-        piece = os.pread(descriptor, min(end - start, STRETCH_READ_BYTES), start)
-        if not piece:
-            raise OSError(f"spill file {path} ends before its lines")
-        yield piece
-        start += len(piece)

@@ -16,7 +16,7 @@ import orjson
 
 from . import bulkschema
 from .errors import ParameterError, TruthFileError
-from .outputs import EncodedItems, atomic_write_chunks, iter_strict_json
+from .outputs import EncodedItems, FileRange, atomic_write_chunks, iter_strict_json
 from .runs import RECORD_FIELDS, RunRecord
 
 SCHEMA_VERSION = 1
@@ -240,7 +240,7 @@ ONE_LINE_ITEMS = frozenset(
 )
 
 
-def truth_json_chunks(document: Mapping[str, Any]) -> Iterator[str | bytes]:
+def truth_json_chunks(document: Mapping[str, Any]) -> Iterator[str | bytes | FileRange]:
     """The truth file's text, piece by piece, exactly as :func:`write_truth` writes it."""
     return iter_strict_json(document, ONE_LINE_ITEMS, {"real_runs": encode_run_line})
 

@@ -18,7 +18,7 @@ from conftest import CASES, REALRUNS, REPO_ROOT, audit_case, output_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchtruth_utils import ParameterError, audit, auditlog, params, spill
+from benchtruth_utils import ParameterError, audit, auditlog, outputs, params, spill
 from benchtruth_utils.outputs import ITEM_SEPARATOR
 
 
@@ -255,10 +255,19 @@ def test_spilled_lines_join_as_the_truth_file_joins_them(tmp_path_factory, dirs,
         order = data.draw(st.permutations(range(len(expected))) | st.just(range(len(expected))))
         order = data.draw(st.lists(st.sampled_from(order), unique=True)) if order else order
 
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(spill, "STRETCH_READ_BYTES", 7)
-            joined = b"".join(index.lines(list(order)).joined())
+        pieces = list(index.lines(list(order)).joined())
+        joined = b"".join(piece.read() for piece in pieces)
         assert joined == ITEM_SEPARATOR.encode().join(expected[position] for position in order)
-        assert b"".join(index.lines(list(order)).joined()) == joined
+
+        # And as the file writer copies them, by the kernel or through memory.
+        for kernel_copy in (True, False):
+            target = str(tmp_path_factory.mktemp("out") / "joined")
+            with pytest.MonkeyPatch.context() as patch:
+                if not kernel_copy:
+                    patch.delattr(os, "copy_file_range", raising=False)
+                    patch.setattr(outputs, "COPY_BLOCK_BYTES", 7)
+                outputs.atomic_write_chunks(target, ["[", *pieces, b"]"])
+            with open(target, "rb") as handle:
+                assert handle.read() == b"[" + joined + b"]"
     finally:
         spill.remove_spill_files(prefix)
