@@ -309,10 +309,16 @@ def coverage_grid(
 
     for summary in bench_dirs:
         plan = plans.get(summary["path"])
-        if plan is not None:
-            state = "M" if summary["counted"] else "X"
-            for cell in plan.cells:
-                mark(summary["path"], cell, state)
+        if plan is None:
+            continue
+        state = "M" if summary["counted"] else "X"
+        row = states.setdefault(summary["path"], {})
+        if not row:
+            # The usual case, a dir met once: nothing to outrank (a million cells pass here).
+            row.update(dict.fromkeys(plan.cells, state))
+            continue
+        for cell in plan.cells:
+            mark(summary["path"], cell, state)
     for entry in excluded:
         cell = _parse_label(entry.get("run", ""))
         if cell is not None and entry["scope"] == "result":

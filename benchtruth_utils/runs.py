@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import re
 import sys
 from collections import Counter
@@ -505,6 +506,10 @@ def _newness(record: RunRecord) -> tuple[str, str, int]:
     return (sortable_timestamp(record.timestamp), record.run_dir, record.result_index)
 
 
+# A record's first six fields are its key and seed: the tuple to group and sort by.
+_key_and_seed = operator.itemgetter(*range(len(KEY_FIELDS) + 1))
+
+
 def newest_indices(records: Sequence[RunRecord]) -> tuple[list[int], list[tuple[int, int]]]:
     """Positions of the newest run of every (key, seed), sorted by key and seed, and of
     every other run paired with the position of the run that replaces it.
@@ -512,8 +517,7 @@ def newest_indices(records: Sequence[RunRecord]) -> tuple[list[int], list[tuple[
     Newest means the latest metrics.json ``timestamp``, then the later dir name, then
     the later position in ``results``.
     """
-    # A record's first six fields are its key and seed: the tuple to group and sort by.
-    keys = [record[:6] for record in records]
+    keys = list(map(_key_and_seed, records))
     last_position = dict(zip(keys, range(len(keys)), strict=True))
     repeated: dict[tuple, list[int]] = {}
     if len(last_position) < len(keys):
@@ -525,7 +529,7 @@ def newest_indices(records: Sequence[RunRecord]) -> tuple[list[int], list[tuple[
 
     ordered_keys = sorted(last_position)
     if not repeated:
-        return [last_position[key] for key in ordered_keys], []
+        return list(map(last_position.__getitem__, ordered_keys)), []
 
     kept: list[int] = []
     superseded: list[tuple[int, int]] = []

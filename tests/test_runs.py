@@ -9,6 +9,8 @@ import pytest
 from benchtruth_utils.artifacts import Parsed
 from benchtruth_utils.findings import Reason
 from benchtruth_utils.runs import (
+    KEY_FIELDS,
+    RECORD_FIELDS,
     exp_name_from_dir,
     parse_flag,
     records_from_dir,
@@ -317,3 +319,8 @@ def test_records_from_dir_an_integer_too_large_for_a_float_is_non_finite():
 
     [record] = verdict.records
     assert (record.rmse, record.train_time_sec, record.nonfinite_metrics) == (None, None, ("rmse",))
+
+
+def test_a_record_starts_with_its_key_and_seed():
+    # Grouping and sorting take a record's first six fields as its key and seed.
+    assert RECORD_FIELDS[: len(KEY_FIELDS) + 1] == (*KEY_FIELDS, "seed")
