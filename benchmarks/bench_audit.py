@@ -11,6 +11,11 @@ sizes of the real runner output), then measures in one process, side by side:
 Prints runs, seconds, runs per second, peak RSS and audit/floor, and writes the figures
 as JSON. A script, not a test: timings are read by people, not asserted.
 
+This machine's timings wander from one run to the next (the same audit took 11 s and
+19 s to scan a million runs, minutes apart), so each measurement is repeated
+(--repeat, floor and audit taking turns) and the median is reported, with every sample
+kept in the JSON.
+
     .venv/bin/python benchmarks/bench_audit.py                 # 1,000 10,000 100,000 runs
     .venv/bin/python benchmarks/bench_audit.py --runs 1000000  # on request
 """
@@ -182,6 +187,18 @@ def _phase_seconds(out: str) -> dict[str, float]:
     return phases
 
 
+def _median(samples: list[dict]) -> dict:
+    """The sample of median time (the lower middle one of an even count), with the
+    seconds of all samples and the largest peak memory of any."""
+    ordered = sorted(samples, key=lambda sample: sample["seconds"])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    median["samples_seconds"] = [round(sample["seconds"], 3) for sample in samples]
+    median["peak_rss_mb"] = max(sample["peak_rss_mb"] for sample in samples)
+    if any("worker_peak_rss_mb" in sample for sample in samples):
+        median["worker_peak_rss_mb"] = max(s.get("worker_peak_rss_mb", 0) for s in samples)
+    return median
+
+
 def markdown_table(rows: list[dict]) -> str:
     """The figures as the README's table: one line a tree size."""
     by_runs: dict[int, dict[str, dict]] = {}
@@ -211,6 +228,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--papermill-max", type=int, default=10000)
     parser.add_argument("--json", default="benchmarks/results.json")
+    parser.add_argument("--repeat", type=int, default=3, help="samples a measurement")
     arguments = parser.parse_args()
 
     rows = []
@@ -220,15 +238,18 @@ def main() -> None:
         try:
             bench_list = generate_tree(root, dirs)
             real_runs = dirs * RESULTS_PER_DIR
-            measured = {
-                "floor": _measure_in_child("floor", bench_list, root, ""),
-                "audit": _measure_in_child("audit", bench_list, root, os.path.join(root, "out")),
-            }
-            measured["audit"]["phases"] = _phase_seconds(os.path.join(root, "out"))
-            if real_runs <= arguments.papermill_max:
-                measured["papermill"] = _measure_papermill(
-                    bench_list, root, os.path.join(root, "out_nb")
-                )
+            samples: dict[str, list[dict]] = {"floor": [], "audit": [], "papermill": []}
+            for _ in range(arguments.repeat):
+                # Taking turns, so that a slow spell of the machine falls on both.
+                samples["floor"].append(_measure_in_child("floor", bench_list, root, ""))
+                out = os.path.join(root, "out")
+                samples["audit"].append(_measure_in_child("audit", bench_list, root, out))
+                samples["audit"][-1]["phases"] = _phase_seconds(out)
+                if real_runs <= arguments.papermill_max:
+                    samples["papermill"].append(
+                        _measure_papermill(bench_list, root, os.path.join(root, "out_nb"))
+                    )
+            measured = {kind: _median(taken) for kind, taken in samples.items() if taken}
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -243,6 +264,7 @@ def main() -> None:
             }
             if figures.get("worker_peak_rss_mb") and kind == "audit":
                 row["worker_peak_rss_mb"] = round(figures["worker_peak_rss_mb"], 1)
+            row["samples_seconds"] = figures["samples_seconds"]
             if "phases" in figures:
                 row["phases"] = figures["phases"]
             rows.append(row)
@@ -254,7 +276,8 @@ def main() -> None:
             print(
                 f"{row['runs']:>9} runs  {kind:<9} {row['seconds']:>9.2f} s "
                 f"{row['runs_per_second']:>9} runs/s  {row['peak_rss_mb']:>8.1f} MB peak  "
-                f"{row['vs_floor']:>6.2f} x floor{workers}",
+                f"{row['vs_floor']:>6.2f} x floor{workers}  "
+                f"(samples {', '.join(f'{t:.2f}' for t in row['samples_seconds'])} s)",
                 flush=True,
             )
             if "phases" in row:
