@@ -15,6 +15,7 @@ import gc
 import glob
 import logging
 import multiprocessing
+import multiprocessing.connection
 import operator
 import os
 import stat
@@ -509,27 +510,104 @@ def scan_bench_dirs(
     return scan
 
 
+class HeatmapDrawer:
+    """A process that draws the coverage heatmap while the main process writes the truth
+    file: on a large benchmark both take seconds, and each uses one core.
+
+    Started before the scan, while the audit holds little: forked later, it would have
+    counted the parent's million records in its own memory. It waits for one grid, draws
+    it, and says how that went.
+    """
+
+    def __init__(self) -> None:
+        self._connection, child_end = multiprocessing.Pipe()
+        self._process = _worker_context().Process(
+            target=_draw_when_asked, args=(child_end,), name="benchtruth-heatmap", daemon=True
+        )
+        self._process.start()
+        child_end.close()
+        self._asked = False
+
+    def draw(self, grid: Mapping[str, Any], path: str) -> None:
+        """Start drawing ``grid`` into ``path``; :meth:`wait` for it."""
+        self._connection.send((grid, path))
+        self._asked = True
+
+    def wait(self) -> None:
+        """Wait until the heatmap is written; raise what drawing raised."""
+        try:
+            failure = self._connection.recv()
+        except EOFError:
+            raise RuntimeError(
+                f"the coverage heatmap process ended without drawing (exit code "
+                f"{self._process.exitcode})"
+            ) from None
+        if failure is not None:
+            raise RuntimeError(f"drawing the coverage heatmap failed: {failure}")
+
+    def close(self) -> None:
+        if not self._asked:
+            with contextlib.suppress(OSError):
+                self._connection.send(None)
+        self._connection.close()
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+
+def _draw_when_asked(connection: multiprocessing.connection.Connection) -> None:
+    try:
+        request = connection.recv()
+    except EOFError:
+        return
+    if request is None:
+        return
+    grid, path = request
+    try:
+        write_coverage_heatmap(grid, path)
+    except Exception as err:  # reported to the audit, which raises it
+        outcome = f"{type(err).__name__}: {err}"
+    else:
+        outcome = None
+    # An audit that failed meanwhile no longer listens.
+    with contextlib.suppress(OSError):
+        connection.send(outcome)
+
+
+@contextlib.contextmanager
+def heatmap_drawer(in_background: bool) -> Iterator[HeatmapDrawer | None]:
+    """A :class:`HeatmapDrawer` for the block when ``in_background``, else None."""
+    if not in_background:
+        yield None
+        return
+    drawer = HeatmapDrawer()
+    try:
+        yield drawer
+    finally:
+        drawer.close()
+
+
 @contextlib.contextmanager
 def heatmap_drawn_beside(
-    grid: Mapping[str, Any], path: str, in_background: bool, times: PhaseTimes
+    drawer: HeatmapDrawer | None, grid: Mapping[str, Any], path: str, times: PhaseTimes
 ) -> Iterator[None]:
     """The coverage heatmap of ``grid`` is written to ``path`` when the block ends.
 
-    With ``in_background`` it is drawn in a second process while the block runs: on a
-    large benchmark the block writes the truth file, on a small one drawing is most of
-    the audit, and both are single-threaded. An error in drawing is raised here.
+    With a ``drawer`` it is drawn in that process while the block runs: on a large
+    benchmark the block writes the truth file, on a small one drawing is most of the
+    audit, and both are single-threaded. An error in drawing is raised here.
     """
-    if not in_background:
+    if drawer is None:
         yield
         with times.phase("draw coverage heatmap"):
             write_coverage_heatmap(grid, path)
         return
 
-    with ProcessPoolExecutor(1, mp_context=_worker_context()) as pool:
-        drawn = pool.submit(write_coverage_heatmap, grid, path)
-        yield
-        with times.phase("wait for coverage heatmap (drawn beside the writes)"):
-            drawn.result()
+    drawer.draw(grid, path)
+    yield
+    with times.phase("wait for coverage heatmap (drawn beside the writes)"):
+        drawer.wait()
 
 
 def progress_bar(total: int, description: str, enabled: bool) -> tqdm:
@@ -818,7 +896,12 @@ def run_audit(
 
     orphans = remove_orphaned_spill_files(output_dir)
     spill_prefix = new_spill_prefix(output_dir)
-    with capture_audit_log() as log_lines, cycle_collector_paused(), spill_files(spill_prefix):
+    with (
+        capture_audit_log() as log_lines,
+        cycle_collector_paused(),
+        spill_files(spill_prefix),
+        contextlib.ExitStack() as audit_scope,
+    ):
         if orphans:
             logger.warning(
                 "removed %d spill files that a killed audit left in the output_dir: %s",
@@ -829,6 +912,8 @@ def run_audit(
             listed = read_bench_list(bench_list, project_root)
             logs_dir = os.path.join(os.path.dirname(bench_list), "logs")
             run_logs = index_run_logs(logs_dir, project_root)
+        in_background = workers_for(workers, len(listed.entries)) > 1
+        drawer = audit_scope.enter_context(heatmap_drawer(in_background))
         with times.phase("scan bench dirs"):
             scan = scan_bench_dirs(listed.entries, run_logs, spill_prefix, workers, progress)
         with times.phase("look for unlisted dirs"):
@@ -866,8 +951,7 @@ def run_audit(
                 abs_tol=abs_tol,
             )
         heatmap_path = os.path.join(output_dir, COVERAGE_HEATMAP_FILE)
-        in_background = workers_for(workers, len(listed.entries)) > 1
-        with heatmap_drawn_beside(truth["coverage_grid"], heatmap_path, in_background, times):
+        with heatmap_drawn_beside(drawer, truth["coverage_grid"], heatmap_path, times):
             with times.phase("log what was counted"):
                 _log_narrative(truth)
 

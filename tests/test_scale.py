@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import io
 import logging
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -271,3 +272,52 @@ def test_spilled_lines_join_as_the_truth_file_joins_them(tmp_path_factory, dirs,
                 assert handle.read() == b"[" + joined + b"]"
     finally:
         spill.remove_spill_files(prefix)
+
+
+def _draw_badly(grid, path):
+    raise ValueError("no room for the labels")
+
+
+def _die_while_drawing(grid, path):
+    os._exit(9)
+
+
+@pytest.mark.parametrize(
+    ("draw", "message"),
+    [
+        (_draw_badly, "drawing the coverage heatmap failed: ValueError: no room"),
+        (_die_while_drawing, "heatmap process ended without drawing"),
+    ],
+)
+def test_a_heatmap_drawn_beside_that_fails_fails_the_audit(
+    draw, message, tmp_path, monkeypatch, workers_for_any_tree
+):
+    # The drawer is forked before the scan, so it draws with the patched function.
+    monkeypatch.setattr(audit, "write_coverage_heatmap", draw)
+
+    with pytest.raises(RuntimeError, match=message):
+        audit.run_audit(
+            bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
+            project_root=str(REALRUNS),
+            output_dir=str(tmp_path / "out"),
+            workers=2,
+        )
+    assert not (tmp_path / "out" / "coverage_heatmap.png").exists()
+    assert list((tmp_path / "out").rglob("*.part")) == []
+
+
+def test_an_audit_that_fails_before_drawing_leaves_no_drawer_behind(
+    tmp_path, monkeypatch, workers_for_any_tree
+):
+    def broken_write(path, document):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(audit, "write_truth", broken_write)
+    with pytest.raises(RuntimeError, match="disk full"):
+        audit.run_audit(
+            bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
+            project_root=str(REALRUNS),
+            output_dir=str(tmp_path / "out"),
+            workers=2,
+        )
+    assert multiprocessing.active_children() == []
