@@ -109,16 +109,29 @@ def _has_long_digit_run(data: bytes) -> bool:
     return _LONG_DIGIT_RUN in data.translate(_DIGITS_AS_NINES)
 
 
+# orjson reads 1024 levels of nesting, json fewer (its limit is the interpreter's recursion
+# limit, less the calls already on the stack): a document with this many brackets, which
+# bounds its depth, goes to json, whose verdict stands.
+_MAX_BRACKETS_FOR_ORJSON = 900
+
+
+def _orjson_agrees(data: bytes) -> bool:
+    """Whether orjson's reading of ``data``, if it has one, is json's (see _decode_json)."""
+    if data.count(b"[") + data.count(b"{") > _MAX_BRACKETS_FOR_ORJSON:
+        return False
+    return not _has_long_digit_run(data)
+
+
 def _decode_json(data: bytes) -> tuple[Any, str | None, str]:
     """Decode JSON as the runner writes it: bare NaN and Infinity tokens are allowed."""
     if not data.strip():
         return None, "empty", "file is empty"
 
     # orjson parses a runner's metrics.json about twice as fast as json and agrees with
-    # it on every document it accepts, save long integers (kept away above). What it
-    # refuses (NaN, Infinity, 1e400, lone surrogates, a byte order mark, deep nesting,
-    # bad UTF-8) goes to json, whose verdict and messages stand.
-    if not _has_long_digit_run(data):
+    # it on every document it accepts, save long integers and deep nesting (kept away by
+    # _orjson_agrees). What it refuses (NaN, Infinity, 1e400, lone surrogates, a byte
+    # order mark, bad UTF-8) goes to json, whose verdict and messages stand.
+    if _orjson_agrees(data):
         try:
             return orjson.loads(data), None, ""
         except orjson.JSONDecodeError:

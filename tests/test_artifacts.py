@@ -206,6 +206,9 @@ EDGE_TEXTS = [
     b'{"a": 1, "a": 2}',
     b"\xef\xbb\xbf{}",
     b"[" * 2000 + b"]" * 2000,
+    # Deeper than json reads, not deeper than orjson reads (a reviewer found these).
+    *(b"[" * depth + b"]" * depth for depth in (900, 950, 990, 995, 1000, 1024, 1025)),
+    b'{"pad": ' + b"[" * 1000 + b"]" * 1000 + b', "results": []}',
     b'"\\ud800"',
     b'"\xff"',
     b"NaN",
