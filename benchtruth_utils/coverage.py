@@ -17,7 +17,7 @@ from typing import Any
 
 from .artifacts import Parsed
 from .findings import Reason
-from .runs import QUALITY_METRICS, RunRecord
+from .runs import QUALITY_METRICS, RunRecord, is_unicode
 
 FACTORS = ("backbone", "fusion_type", "module_variant")
 PLAN_KEYS = {
@@ -60,7 +60,7 @@ def plan_from_config(config: Parsed) -> Plan:
         if name == "seeds":
             good = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
         else:
-            good = all(isinstance(v, str) and v.strip() for v in values)
+            good = all(isinstance(v, str) and v.strip() and is_unicode(v) for v in values)
         if not good:
             return Plan(
                 reason=Reason.PLAN_UNREADABLE, detail=f"'{name}' holds values that are not {wanted}"

@@ -40,6 +40,8 @@ def _plain(label: str) -> str:
     # Matplotlib reads text between two '$' as mathtext and fails on what it cannot parse;
     # control characters have no glyph.
     label = "".join(" " if character < " " else character for character in label)
+    # A lone surrogate cannot be drawn (matplotlib raises): shown as its escape.
+    label = label.encode("utf-8", "backslashreplace").decode("utf-8")
     return label.replace("$", r"\$")
 
 
@@ -96,16 +98,26 @@ def plot_coverage_heatmap(grid: Mapping[str, Any]) -> Figure:
     return figure
 
 
+def coverage_heatmap_png(grid: Mapping[str, Any]) -> bytes:
+    """The coverage heatmap of ``grid`` as PNG (see :func:`png_bytes`)."""
+    return png_bytes(plot_coverage_heatmap(grid))
+
+
 def write_coverage_heatmap(grid: Mapping[str, Any], path: str) -> None:
-    """Draw the coverage heatmap of ``grid`` and write it to ``path`` as PNG."""
-    save_png(plot_coverage_heatmap(grid), path)
+    """Draw the coverage heatmap of ``grid`` and write it to ``path`` as PNG, atomically."""
+    atomic_write_bytes(path, coverage_heatmap_png(grid))
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """A figure as PNG, without the software stamp, so that reruns are byte-identical."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
 
 
 def save_png(figure: Figure, path: str) -> None:
-    """Write a figure as PNG atomically, without the software stamp, so reruns are identical."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    atomic_write_bytes(path, buffer.getvalue())
+    """Write a figure as PNG (see :func:`png_bytes`) atomically."""
+    atomic_write_bytes(path, png_bytes(figure))
 
 
 METRICS_PLOT_FILE = "metrics_by_configuration.png"

@@ -138,7 +138,8 @@ def encode_run_line(run: Mapping[str, Any]) -> bytes:
     Raises
     ------
     ValueError
-        When a number field holds NaN or an infinity.
+        When a number field holds NaN or an infinity, or a text a high and a low
+        surrogate as two characters (the audit refuses such text before it gets here).
     """
     for name in _number_fields():
         value = run.get(name)
@@ -147,7 +148,16 @@ def encode_run_line(run: Mapping[str, Any]) -> bytes:
     try:
         return orjson.dumps(run)
     except orjson.JSONEncodeError:
-        return _ONE_LINE_ENCODER.encode(run).encode("utf-8", "backslashreplace")
+        pass
+
+    text = _ONE_LINE_ENCODER.encode(run)
+    if _SURROGATE_PAIR.search(text):
+        # JSON writes such a pair as one character: it would not read back as it was.
+        raise ValueError("a run holds a surrogate pair as two characters, which JSON cannot")
+    return text.encode("utf-8", "backslashreplace")
+
+
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 
 def run_lines(records: Sequence[RunRecord]) -> list[bytes]:

@@ -209,3 +209,16 @@ def test_run_lines_refuse_what_json_refuses(field, bad, position):
         truth_module.run_lines(records)
     with pytest.raises(ValueError, match="Out of range float"):
         truth_module.encode_run_line(records[position]._asdict())
+
+
+def test_a_surrogate_pair_held_as_two_characters_is_refused_not_merged():
+    # JSON can only write the pair as one character: the line would read back changed.
+    record = RunRecord(*[1.0] * len(RunRecord._fields))._replace(
+        exp_name="\ud83d\ude00", seed=2**64, nonfinite_metrics=()
+    )
+
+    with pytest.raises(ValueError, match="surrogate pair"):
+        truth_module.run_lines([record])
+
+    lone = record._replace(exp_name="\ud83d x \ude00")
+    assert json.loads(truth_module.run_lines([lone])[0])["exp_name"] == "\ud83d x \ude00"

@@ -10,6 +10,8 @@ import yaml
 from benchtruth_utils import build_tables, run_audit
 from benchtruth_utils.artifacts import Parsed
 from benchtruth_utils.coverage import plan_from_config
+from benchtruth_utils.figures import coverage_heatmap_png
+from benchtruth_utils.findings import Reason
 
 STAMP = "20260101_000000"
 
@@ -275,3 +277,31 @@ def test_coverage_matrix_maps_letters_to_states():
         ["R", "S", "M"],
         ["X", ".", "R"],
     ]
+
+
+@pytest.mark.parametrize("text", ["\ud83d\ude00", "lone \udc80"])
+def test_a_plan_naming_text_that_is_not_unicode_is_unreadable(text):
+    # The pure-Python YAML loader (used for deeply nested configs) makes such strings from
+    # escapes; written out, a surrogate pair would read back as one character.
+    config = Parsed(
+        value={
+            "models": ["dlinear", text],
+            "fusion_types": ["film"],
+            "module_variants": ["base"],
+            "seeds": [42],
+        }
+    )
+
+    plan = plan_from_config(config)
+
+    assert plan.reason is Reason.PLAN_UNREADABLE and plan.cells == ()
+
+
+def test_the_heatmap_draws_labels_holding_lone_surrogates():
+    grid = {
+        "legend": {"R": "real"},
+        "columns": ["a\ud800/b/c/1"],
+        "rows": [{"bench_dir": "runs/benchmarks/x\udc80", "cells": "R"}],
+    }
+
+    assert coverage_heatmap_png(grid).startswith(b"\x89PNG")
