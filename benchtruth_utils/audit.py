@@ -8,6 +8,7 @@ refusal (a bad parameter, a missing bench list) leaves the output folder untouch
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import errno
 import functools
@@ -18,6 +19,7 @@ import multiprocessing
 import multiprocessing.connection
 import operator
 import os
+import signal
 import stat
 import sys
 from collections import Counter
@@ -54,12 +56,13 @@ from .errors import ArtifactsChangedError
 from .figures import (
     COVERAGE_HEATMAP_FILE,
     METRICS_PLOT_FILE,
+    coverage_heatmap_png,
     plot_metrics_by_configuration,
     save_png,
     write_coverage_heatmap,
 )
 from .findings import Finding, Reason, Scope
-from .outputs import EncodedItems, atomic_write_text, frame_to_csv_text
+from .outputs import EncodedItems, atomic_write_bytes, atomic_write_text, frame_to_csv_text
 from .params import (
     DEFAULT_HOST_TAGS,
     check_output_dir,
@@ -441,7 +444,27 @@ def workers_for(requested: int, dirs: int) -> int:
     return 1 if dirs < MIN_DIRS_FOR_WORKERS else max(1, min(requested, dirs))
 
 
-def _start_worker() -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this process when the audit that started it dies, where the system allows.
+
+    A worker or drawer whose audit was killed (SIGKILL, the OOM killer) would otherwise live
+    on, blocked on its queue and holding its deleted spill file open. Linux sends it
+    SIGKILL when its parent goes; elsewhere it stays until its queue breaks.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        # The parent died before the request was made.
+        os._exit(1)
+
+
+def _start_worker(parent_pid: int) -> None:
+    die_with_parent(parent_pid)
     # A worker keeps nothing between dirs, so its collector must run: paused, as the
     # parent's is, each dir's YAML loader cycles piled up to gigabytes. What it inherited
     # from the parent is never garbage here, so the collector leaves it alone (frozen).
@@ -472,7 +495,10 @@ def _scan_in_workers(tasks: list[DirTask], workers: int) -> Iterator[DirScan]:
     # Not multiprocessing.Pool: when a worker dies (the OOM killer, a signal) its tasks
     # never come back and Pool waits forever; the executor raises BrokenProcessPool.
     with ProcessPoolExecutor(
-        workers, mp_context=_worker_context(), initializer=_start_worker
+        workers,
+        mp_context=_worker_context(),
+        initializer=_start_worker,
+        initargs=(os.getpid(),),
     ) as pool:
         yield from pool.map(scan_one_dir, tasks, chunksize=chunksize)
 
@@ -515,28 +541,32 @@ class HeatmapDrawer:
     file: on a large benchmark both take seconds, and each uses one core.
 
     Started before the scan, while the audit holds little: forked later, it would have
-    counted the parent's million records in its own memory. It waits for one grid, draws
-    it, and says how that went.
+    counted the parent's million records in its own memory. It waits for one grid and
+    sends back the PNG, which the main process writes, so that a failed audit leaves the
+    same files whether or not a drawer was used.
     """
 
     def __init__(self) -> None:
         self._connection, child_end = multiprocessing.Pipe()
         self._process = _worker_context().Process(
-            target=_draw_when_asked, args=(child_end,), name="benchtruth-heatmap", daemon=True
+            target=_draw_when_asked,
+            args=(child_end, os.getpid()),
+            name="benchtruth-heatmap",
+            daemon=True,
         )
         self._process.start()
         child_end.close()
         self._asked = False
 
-    def draw(self, grid: Mapping[str, Any], path: str) -> None:
-        """Start drawing ``grid`` into ``path``; :meth:`wait` for it."""
-        self._connection.send((grid, path))
+    def draw(self, grid: Mapping[str, Any]) -> None:
+        """Start drawing ``grid``; :meth:`wait` for the PNG."""
+        self._connection.send(grid)
         self._asked = True
 
-    def wait(self) -> None:
-        """Wait until the heatmap is written; raise what drawing raised."""
+    def wait(self) -> bytes:
+        """Wait for the heatmap's PNG; raise what drawing raised."""
         try:
-            failure = self._connection.recv()
+            failure, png = self._connection.recv()
         except EOFError:
             raise RuntimeError(
                 f"the coverage heatmap process ended without drawing (exit code "
@@ -544,6 +574,7 @@ class HeatmapDrawer:
             ) from None
         if failure is not None:
             raise RuntimeError(f"drawing the coverage heatmap failed: {failure}")
+        return png
 
     def close(self) -> None:
         if not self._asked:
@@ -556,20 +587,18 @@ class HeatmapDrawer:
             self._process.join()
 
 
-def _draw_when_asked(connection: multiprocessing.connection.Connection) -> None:
+def _draw_when_asked(connection: multiprocessing.connection.Connection, parent_pid: int) -> None:
+    die_with_parent(parent_pid)
     try:
-        request = connection.recv()
+        grid = connection.recv()
     except EOFError:
         return
-    if request is None:
+    if grid is None:
         return
-    grid, path = request
     try:
-        write_coverage_heatmap(grid, path)
+        outcome = (None, coverage_heatmap_png(grid))
     except Exception as err:  # reported to the audit, which raises it
-        outcome = f"{type(err).__name__}: {err}"
-    else:
-        outcome = None
+        outcome = (f"{type(err).__name__}: {err}", None)
     # An audit that failed meanwhile no longer listens.
     with contextlib.suppress(OSError):
         connection.send(outcome)
@@ -604,10 +633,11 @@ def heatmap_drawn_beside(
             write_coverage_heatmap(grid, path)
         return
 
-    drawer.draw(grid, path)
+    drawer.draw(grid)
     yield
     with times.phase("wait for coverage heatmap (drawn beside the writes)"):
-        drawer.wait()
+        png = drawer.wait()
+    atomic_write_bytes(path, png)
 
 
 def progress_bar(total: int, description: str, enabled: bool) -> tqdm:
@@ -894,7 +924,10 @@ def run_audit(
     progress = normalise_flag_parameter("progress", progress)
     times = PhaseTimes()
 
-    orphans = remove_orphaned_spill_files(output_dir)
+    orphans = [
+        *remove_orphaned_spill_files(output_dir),
+        *(f"logs/{name}" for name in remove_orphaned_spill_files(os.path.join(output_dir, "logs"))),
+    ]
     spill_prefix = new_spill_prefix(output_dir)
     with (
         capture_audit_log() as log_lines,
@@ -904,7 +937,8 @@ def run_audit(
     ):
         if orphans:
             logger.warning(
-                "removed %d spill files that a killed audit left in the output_dir: %s",
+                "removed %d temporary files (spill files, half-written outputs) that a killed "
+                "audit left in the output_dir: %s",
                 len(orphans),
                 ", ".join(orphans),
             )

@@ -59,7 +59,8 @@ def atomic_write_chunks(path: str, chunks: Iterable[str | bytes | FileRange]) ->
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    # Named by the process, so that the next audit can remove what a killed one left.
+    handle, temporary = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=".part", dir=folder)
     try:
         with _ChunkWriter(handle) as writer:
             for chunk in chunks:
@@ -78,8 +79,10 @@ def atomic_write_chunks(path: str, chunks: Iterable[str | bytes | FileRange]) ->
 WRITE_BLOCK_BYTES = 1 << 20
 # The most a copy through memory (where the kernel cannot copy) reads at once.
 COPY_BLOCK_BYTES = 16 << 20
-# What copy_file_range raises where the kernel or file system cannot copy a range itself.
-_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
+# Errors of copy_file_range that a copy through memory would meet too; any other (EXDEV,
+# ENOSYS, EINVAL, EOPNOTSUPP, EPERM from a container's seccomp filter, ...) means the kernel
+# cannot copy this range itself, and the copy goes through memory instead.
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EBADF}
 
 
 class _ChunkWriter:
@@ -137,8 +140,12 @@ class _ChunkWriter:
                 try:
                     copied = os.copy_file_range(source, self.descriptor, piece.end - start, start)
                 except OSError as err:
-                    if err.errno not in _NO_KERNEL_COPY:
+                    if err.errno in _WRITE_ERRORS:
                         raise
+                    copied = 0
+                if copied == 0:
+                    # Refused, or nothing copied (some file systems say so wrongly): through
+                    # memory from here on, which tells a source that really ends short.
                     self.kernel_copy = False
                     continue
             else:

@@ -59,19 +59,26 @@ def new_spill_prefix(folder: str) -> str:
 
 
 def remove_orphaned_spill_files(folder: str) -> list[str]:
-    """Delete spill files in ``folder`` whose audit process no longer runs.
+    """Delete the temporary files in ``folder`` whose process no longer runs: spill files
+    (``.tmp-runs-<pid>-...``) and half-written outputs (``.tmp-<pid>-...``, see
+    :func:`outputs.atomic_write_chunks`).
 
     An audit ended by a signal (SIGTERM, SIGKILL) cannot remove its own; the next one in
-    the same folder does. Files of an audit still running are left alone. Returns the
-    names removed.
+    the same folder does. Files of another process still running are left alone; files
+    named by this very process are a previous one's that had the same process id (the
+    first process of a container always has id 1), so call this before writing anything.
+    Returns the names removed.
     """
     removed = []
-    for path in glob.glob(os.path.join(glob.escape(folder), ".tmp-runs-*-*-*.part")):
-        owner = os.path.basename(path).split("-")[2]
-        if owner.isdigit() and not _process_alive(int(owner)):
+    for path in glob.glob(os.path.join(glob.escape(folder), ".tmp-*-*.part")):
+        name = os.path.basename(path)
+        owner = name.split("-")[2 if name.startswith(".tmp-runs-") else 1]
+        if not owner.isdigit():
+            continue
+        if int(owner) == os.getpid() or not _process_alive(int(owner)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-                removed.append(os.path.basename(path))
+                removed.append(name)
     return sorted(removed)
 
 

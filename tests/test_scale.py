@@ -6,6 +6,7 @@ trees; how fast they are is the benchmark script's business (benchmarks/bench_au
 
 from __future__ import annotations
 
+import errno
 import glob
 import io
 import logging
@@ -13,6 +14,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import CASES, REALRUNS, REPO_ROOT, audit_case, output_bytes
@@ -220,21 +222,40 @@ def test_spill_files_of_a_killed_audit_go_with_the_next_audit(tmp_path, caplog):
     dead_pid = int(finished.stdout)
     out = tmp_path / "analysis"
     out.mkdir()
-    orphan = out / f".tmp-runs-{dead_pid}-abcdef012345-{dead_pid}.part"
-    orphan.write_bytes(b"left by a killed audit")
-    running = out / f".tmp-runs-{os.getpid()}-abcdef012345-{os.getpid()}.part"
+    (out / "logs").mkdir()
+    orphans = [
+        out / f".tmp-runs-{dead_pid}-abcdef012345-{dead_pid}.part",
+        out / f".tmp-{dead_pid}-k2j4x8q1.part",  # an output a killed audit was writing
+        out / "logs" / f".tmp-{dead_pid}-a8c1f0zz.part",
+        # Named by this very process id: a previous process that had it (in a container
+        # the first process always has id 1); this audit has written nothing yet.
+        out / f".tmp-runs-{os.getpid()}-abcdef012345-{os.getpid()}.part",
+    ]
+    for orphan in orphans:
+        orphan.write_bytes(b"left by a killed audit")
+    other_audit = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    running = out / f".tmp-runs-{other_audit.pid}-abcdef012345-{other_audit.pid}.part"
     running.write_bytes(b"an audit still running")
 
-    audit.run_audit(
-        bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
-        project_root=str(REALRUNS),
-        output_dir=str(out),
-    )
+    try:
+        audit.run_audit(
+            bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
+            project_root=str(REALRUNS),
+            output_dir=str(out),
+        )
+    finally:
+        other_audit.kill()
+        other_audit.wait()
 
-    assert not orphan.exists() and running.exists()
-    assert f"removed 1 spill files that a killed audit left in the output_dir: {orphan.name}" in (
-        caplog.text
+    assert not any(orphan.exists() for orphan in orphans) and running.exists()
+    names = sorted(
+        [orphan.name for orphan in orphans if orphan.parent == out]
+        + [f"logs/{orphan.name}" for orphan in orphans if orphan.parent != out]
     )
+    assert (
+        f"removed 4 temporary files (spill files, half-written outputs) that a killed audit "
+        f"left in the output_dir: {', '.join(names)}"
+    ) in caplog.text
 
 
 @settings(max_examples=60, deadline=None)
@@ -274,11 +295,11 @@ def test_spilled_lines_join_as_the_truth_file_joins_them(tmp_path_factory, dirs,
         spill.remove_spill_files(prefix)
 
 
-def _draw_badly(grid, path):
+def _draw_badly(grid):
     raise ValueError("no room for the labels")
 
 
-def _die_while_drawing(grid, path):
+def _die_while_drawing(grid):
     os._exit(9)
 
 
@@ -293,7 +314,7 @@ def test_a_heatmap_drawn_beside_that_fails_fails_the_audit(
     draw, message, tmp_path, monkeypatch, workers_for_any_tree
 ):
     # The drawer is forked before the scan, so it draws with the patched function.
-    monkeypatch.setattr(audit, "write_coverage_heatmap", draw)
+    monkeypatch.setattr(audit, "coverage_heatmap_png", draw)
 
     with pytest.raises(RuntimeError, match=message):
         audit.run_audit(
@@ -321,3 +342,89 @@ def test_an_audit_that_fails_before_drawing_leaves_no_drawer_behind(
             workers=2,
         )
     assert multiprocessing.active_children() == []
+    # The same files as a failed audit in one process leaves: no heatmap.
+    assert not (tmp_path / "out" / "coverage_heatmap.png").exists()
+
+
+ORPHAN_AFTER_KILL = """
+import multiprocessing, os, time
+from benchtruth_utils import audit
+
+def child(parent_pid):
+    audit.die_with_parent(parent_pid)
+    # Let go of the test's pipes, so that the test waits for the parent only.
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 1)
+    os.dup2(quiet, 2)
+    time.sleep(60)
+
+process = multiprocessing.get_context("fork").Process(target=child, args=(os.getpid(),))
+process.start()
+print(process.pid, flush=True)
+time.sleep(1)
+os.kill(os.getpid(), 9)  # the audit killed, as the OOM killer would
+"""
+
+
+def _gone(pid: int) -> bool:
+    # A killed process reparented to init may linger as a zombie until it is reaped.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+def test_a_worker_dies_with_its_killed_audit(tmp_path):
+    # It would otherwise live on, holding its deleted spill file open (a reviewer saw it).
+    completed = subprocess.run(
+        [sys.executable, "-c", ORPHAN_AFTER_KILL],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    worker = int(completed.stdout.split()[0])
+
+    for _ in range(50):
+        if _gone(worker):
+            break
+        time.sleep(0.1)
+    assert _gone(worker)
+
+
+@pytest.mark.parametrize(
+    "kernel_says",
+    [
+        PermissionError(errno.EPERM, "blocked by seccomp"),
+        OSError(errno.EXDEV, "cross-device"),
+        0,
+    ],
+)
+def test_ranges_are_copied_through_memory_where_the_kernel_will_not(tmp_path, kernel_says):
+    source = tmp_path / "source"
+    source.write_bytes(b"0123456789" * 1000)
+
+    def copy_file_range(*arguments):
+        if isinstance(kernel_says, Exception):
+            raise kernel_says
+        return kernel_says
+
+    target = tmp_path / "target"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "copy_file_range", copy_file_range, raising=False)
+        outputs.atomic_write_chunks(
+            str(target), ["<", outputs.FileRange(str(source), 5, 9005), b">"]
+        )
+
+    assert target.read_bytes() == b"<" + source.read_bytes()[5:9005] + b">"
+
+
+def test_a_range_past_the_end_of_its_file_fails_the_write(tmp_path):
+    source = tmp_path / "source"
+    source.write_bytes(b"short")
+
+    with pytest.raises(OSError, match="ends before byte 50"):
+        outputs.atomic_write_chunks(str(tmp_path / "t"), [outputs.FileRange(str(source), 0, 50)])
+    assert not (tmp_path / "t").exists()
+    assert list(tmp_path.glob(".tmp-*")) == []
