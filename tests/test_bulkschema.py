@@ -222,3 +222,21 @@ def test_a_surrogate_pair_held_as_two_characters_is_refused_not_merged():
 
     lone = record._replace(exp_name="\ud83d x \ude00")
     assert json.loads(truth_module.run_lines([lone])[0])["exp_name"] == "\ud83d x \ude00"
+
+
+@given(
+    st.lists(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats()
+        | st.sampled_from([1.7976931348623157e308, -1.7976931348623157e308, math.inf, 10**400])
+        | st.text(max_size=2),
+        max_size=8,
+    )
+)
+def test_finite_numbers_finds_every_nan_and_infinity(values):
+    # The quick sum must agree with a look at every value, overflow and mixed types included.
+    expected = all(math.isfinite(value) for value in values if isinstance(value, float))
+
+    assert truth_module._finite_numbers(values) is expected
