@@ -130,14 +130,19 @@ def test_no_spill_file_outlives_an_audit_even_a_failed_one(tmp_path, monkeypatch
     data=st.data(),
 )
 def test_spilled_lines_come_back_in_any_order_asked(tmp_path_factory, dirs, data):
+    # Each dir's lines spilled in an order of their own (the truth file's), read back in
+    # any order, line by line or joined as the truth file joins them.
     prefix = spill.new_spill_prefix(str(tmp_path_factory.mktemp("spill")))
     index = spill.SpillIndex()
     try:
         for lines in dirs:
             if lines:
-                index.add(spill.spill_lines(prefix, lines))
+                spill_order = data.draw(st.permutations(range(len(lines))))
+                index.add(spill.spill_lines(prefix, lines, spill_order))
         expected = [line.encode("utf-8", "backslashreplace") for lines in dirs for line in lines]
+        # Any order, of all lines or some (superseded runs are left out).
         order = data.draw(st.permutations(range(len(expected))))
+        order = data.draw(st.sampled_from([order, order[: len(order) // 2], order[1:]]))
 
         # A tiny block makes most reads cross a block's edge.
         with pytest.MonkeyPatch.context() as patch:
@@ -145,6 +150,21 @@ def test_spilled_lines_come_back_in_any_order_asked(tmp_path_factory, dirs, data
             patch.setattr(spill, "BACKWARD_BYTES", 4)
             assert list(index.lines(order)) == [expected[position] for position in order]
         assert list(index.lines(order)) == [expected[position] for position in order]
+
+        # Joined: stretches that lie one after another in a spill file come as one range.
+        pieces = list(index.lines(list(order)).joined())
+        joined = b"".join(piece.read() for piece in pieces)
+        assert joined == ITEM_SEPARATOR.encode().join(expected[position] for position in order)
+        # And as the file writer copies them, by the kernel or through memory.
+        for kernel_copy in (True, False):
+            target = str(tmp_path_factory.mktemp("out") / "joined")
+            with pytest.MonkeyPatch.context() as patch:
+                if not kernel_copy:
+                    patch.delattr(os, "copy_file_range", raising=False)
+                    patch.setattr(outputs, "COPY_BLOCK_BYTES", 7)
+                outputs.atomic_write_chunks(target, ["[", *pieces, b"]"])
+            with open(target, "rb") as handle:
+                assert handle.read() == b"[" + joined + b"]"
     finally:
         spill.remove_spill_files(prefix)
     assert not list(glob.glob(prefix + "*"))
@@ -256,43 +276,6 @@ def test_spill_files_of_a_killed_audit_go_with_the_next_audit(tmp_path, caplog):
         f"removed 4 temporary files (spill files, half-written outputs) that a killed audit "
         f"left in the output_dir: {', '.join(names)}"
     ) in caplog.text
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    dirs=st.lists(st.lists(st.text(min_size=1, max_size=30), max_size=6), min_size=1, max_size=6),
-    data=st.data(),
-)
-def test_spilled_lines_join_as_the_truth_file_joins_them(tmp_path_factory, dirs, data):
-    # Each dir's lines spilled in an order of their own, read back in any order: stretches
-    # that lie one after another in the spill file must come back as the same text.
-    prefix = spill.new_spill_prefix(str(tmp_path_factory.mktemp("spill")))
-    index = spill.SpillIndex()
-    try:
-        for lines in dirs:
-            if lines:
-                spill_order = data.draw(st.permutations(range(len(lines))))
-                index.add(spill.spill_lines(prefix, lines, spill_order))
-        expected = [line.encode("utf-8", "backslashreplace") for lines in dirs for line in lines]
-        order = data.draw(st.permutations(range(len(expected))) | st.just(range(len(expected))))
-        order = data.draw(st.lists(st.sampled_from(order), unique=True)) if order else order
-
-        pieces = list(index.lines(list(order)).joined())
-        joined = b"".join(piece.read() for piece in pieces)
-        assert joined == ITEM_SEPARATOR.encode().join(expected[position] for position in order)
-
-        # And as the file writer copies them, by the kernel or through memory.
-        for kernel_copy in (True, False):
-            target = str(tmp_path_factory.mktemp("out") / "joined")
-            with pytest.MonkeyPatch.context() as patch:
-                if not kernel_copy:
-                    patch.delattr(os, "copy_file_range", raising=False)
-                    patch.setattr(outputs, "COPY_BLOCK_BYTES", 7)
-                outputs.atomic_write_chunks(target, ["[", *pieces, b"]"])
-            with open(target, "rb") as handle:
-                assert handle.read() == b"[" + joined + b"]"
-    finally:
-        spill.remove_spill_files(prefix)
 
 
 def _draw_badly(grid):
