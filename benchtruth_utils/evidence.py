@@ -171,12 +171,20 @@ def render_html(notebook: nbformat.NotebookNode) -> str:
 
 
 def finish_executed_notebook(path: str) -> str:
-    """Make an executed notebook a finished record: pinned times (with SOURCE_DATE_EPOCH) and
-    an HTML rendering beside it. Returns the HTML file's path."""
+    """Make an executed notebook a finished record: each cell's printed text in one piece,
+    pinned times (with SOURCE_DATE_EPOCH) and an HTML rendering beside it. Returns the HTML
+    file's path."""
+    # Imported here, as in render_html: nbconvert is slow to import and only this needs it.
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+
     notebook = nbformat.read(path, as_version=4)
+    # The kernel sends a cell's printed text in pieces cut where it happened to flush, so
+    # two runs could record the same text in different pieces; joined, they are the same.
+    # (A progress bar's redraws, joined, show its last state.)
+    notebook, _ = CoalesceStreamsPreprocessor().preprocess(notebook, {})
     if os.environ.get("SOURCE_DATE_EPOCH", "").strip():
         pin_notebook_times(notebook, generation_time())
-        atomic_write_text(path, nbformat.writes(notebook) + "\n")
+    atomic_write_text(path, nbformat.writes(notebook) + "\n")
 
     html_path = os.path.splitext(path)[0] + ".html"
     atomic_write_text(html_path, render_html(notebook))

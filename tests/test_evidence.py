@@ -11,6 +11,7 @@ from conftest import CASES, REPO_ROOT
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from benchtruth_utils import StrictAuditError, check_executed_notebook, enforce_strict
+from benchtruth_utils.evidence import finish_executed_notebook
 
 CASE = CASES / "bool_spellings"
 
@@ -157,3 +158,30 @@ def test_enforce_strict_lists_every_failing_count():
     missing = {"present": False, "sha256": None, "rows": 0}
     with pytest.raises(StrictAuditError, match="1 claimed table not checked"):
         enforce_strict({**clean, "claimed_table": missing})
+
+
+def test_finishing_joins_text_the_kernel_sent_in_pieces(tmp_path, monkeypatch):
+    # Where the kernel cuts a cell's text depends on timing: two runs of 02 recorded the
+    # same lines in different pieces, and the CLI's byte-identical rerun failed once.
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    cell = new_code_cell("print(...)", execution_count=1)
+    cell.outputs = [
+        new_output("stream", name="stdout", text="verified 53 files\n"),
+        new_output("stream", name="stdout", text="unchanged: 53\n"),
+        new_output("stream", name="stderr", text="scanning: 50%\rscanning: 100%\n"),
+        new_output("execute_result", data={"text/plain": "1"}, execution_count=1),
+        new_output("stream", name="stdout", text="after\n"),
+    ]
+    path = tmp_path / "02.ipynb"
+    nbformat.write(new_notebook(cells=[cell]), str(path))
+
+    finish_executed_notebook(str(path))
+
+    outputs = nbformat.read(str(path), as_version=4).cells[0].outputs
+    assert [(output.output_type, output.get("name"), output.get("text")) for output in outputs] == [
+        ("stream", "stdout", "verified 53 files\nunchanged: 53\n"),
+        ("stream", "stderr", "scanning: 100%\n"),
+        ("execute_result", None, None),
+        ("stream", "stdout", "after\n"),
+    ]
+    assert (tmp_path / "02.html").exists()
