@@ -17,7 +17,6 @@ import glob
 import logging
 import multiprocessing
 import multiprocessing.connection
-import operator
 import os
 import signal
 import stat
@@ -75,7 +74,16 @@ from .params import (
 )
 from .paths import display_path, lexical_relative, short_repr
 from .report import render_report
-from .runs import KEY_FIELDS, RECORD_FIELDS, RunRecord, Superseded, newest_indices, records_from_dir
+from .runs import (
+    KEY_FIELDS,
+    RECORD_FIELDS,
+    RunRecord,
+    Superseded,
+    newest_indices,
+    record_key,
+    record_key_and_seed,
+    records_from_dir,
+)
 from .spill import (
     SpilledDir,
     SpillIndex,
@@ -383,7 +391,9 @@ def scan_one_dir(task: DirTask) -> DirScan:
         # Spilled in the truth file's order (by key and seed, see newest_indices), so that
         # the dir's kept runs lie there as one stretch to copy.
         records = verdict.records
-        in_key_order = sorted(range(len(records)), key=lambda position: records[position][:6])
+        in_key_order = sorted(
+            range(len(records)), key=lambda position: record_key_and_seed(records[position])
+        )
         lines = encode_run_records(records)
         scanned.spilled = spill_lines(spill_prefix, lines, in_key_order)
     scanned.excluded = verdict.excluded
@@ -713,10 +723,6 @@ def _mark_claimed(
     return section, marked, [*claimed.findings, *duplicates]
 
 
-# A record's key (RunRecord.key) without a Python call a record.
-_key_of = operator.itemgetter(*(RECORD_FIELDS.index(name) for name in KEY_FIELDS))
-
-
 def build_truth_document(
     *,
     host_tag: str,
@@ -769,7 +775,7 @@ def build_truth_document(
         "parameters": {"rel_tol": rel_tol, "abs_tol": abs_tol},
         "bench_dirs_count": len(scan.bench_dirs),
         "real_run_count": len(kept),
-        "unique_combinations": len(set(map(_key_of, kept))),
+        "unique_combinations": len(set(map(record_key, kept))),
         "phantom_rows_count": len(phantom_rows),
         "drifted_rows_count": len(drifted_rows),
         "counts": {

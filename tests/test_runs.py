@@ -11,8 +11,11 @@ from benchtruth_utils.findings import Reason
 from benchtruth_utils.runs import (
     KEY_FIELDS,
     RECORD_FIELDS,
+    RunRecord,
     exp_name_from_dir,
     parse_flag,
+    record_key,
+    record_key_and_seed,
     records_from_dir,
     select_newest,
 )
@@ -322,5 +325,11 @@ def test_records_from_dir_an_integer_too_large_for_a_float_is_non_finite():
 
 
 def test_a_record_starts_with_its_key_and_seed():
-    # Grouping and sorting take a record's first six fields as its key and seed.
     assert RECORD_FIELDS[: len(KEY_FIELDS) + 1] == (*KEY_FIELDS, "seed")
+
+
+def test_the_key_getters_give_what_the_record_says():
+    record = RunRecord(*range(len(RECORD_FIELDS)))
+
+    assert record_key(record) == record.key
+    assert record_key_and_seed(record) == (*record.key, record.seed)
