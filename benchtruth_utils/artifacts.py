@@ -124,13 +124,10 @@ def _orjson_agrees(data: bytes) -> bool:
 
 def _decode_json(data: bytes) -> tuple[Any, str | None, str]:
     """Decode JSON as the runner writes it: bare NaN and Infinity tokens are allowed."""
-    if not data.strip():
-        return None, "empty", "file is empty"
-
     # orjson parses a runner's metrics.json about twice as fast as json and agrees with
     # it on every document it accepts, save long integers and deep nesting (kept away by
     # _orjson_agrees). What it refuses (NaN, Infinity, 1e400, lone surrogates, a byte
-    # order mark, bad UTF-8) goes to json, whose verdict and messages stand.
+    # order mark, bad UTF-8, an empty file) goes to json, whose verdict and messages stand.
     if _orjson_agrees(data):
         try:
             return orjson.loads(data), None, ""
