@@ -31,10 +31,6 @@ import numpy as np
 
 from .outputs import ITEM_SEPARATOR, FileRange
 
-# Lines near one another in the truth file mostly come from one dir, and so lie near one
-# another in the spill file: read a block at a time, not a line at a time.
-READ_BLOCK_BYTES = 1 << 20
-BACKWARD_BYTES = 1 << 16
 _SEPARATOR = ITEM_SEPARATOR.encode("ascii")
 
 _open_files: dict[str, int] = {}
@@ -161,7 +157,7 @@ class SpillIndex:
 
 
 class SpilledLines(Sequence[bytes]):
-    """A read-only sequence of spilled lines; iterating reads a block at a time."""
+    """A read-only sequence of spilled lines, read when asked for."""
 
     def __init__(self, index: SpillIndex, positions: Sequence[int]) -> None:
         self._index = index
@@ -203,27 +199,10 @@ class SpilledLines(Sequence[bytes]):
             yield FileRange(index.paths[int(files[first])], start, end)
 
     def __iter__(self) -> Iterator[bytes]:
+        # A line at a time, for a look at a few runs (and the tests): the truth file takes
+        # the lines joined.
         index = self._index
-        descriptors = {}
-        block_file, block_start, block = -1, 0, b""
-        try:
-            for position in self._positions:
-                file_id = index.file_ids[position]
-                start, length = index.offsets[position], index.lengths[position]
-                inside = block_start <= start and start + length <= block_start + len(block)
-                if file_id != block_file or not inside:
-                    if file_id not in descriptors:
-                        descriptors[file_id] = os.open(index.paths[file_id], os.O_RDONLY)
-                    # A little before the line too: a dir's runs are sorted by key, not
-                    # by their place in metrics.json, so the next line may lie behind.
-                    block_start = max(0, start - BACKWARD_BYTES)
-                    size = max(READ_BLOCK_BYTES, start - block_start + length)
-                    block = os.pread(descriptors[file_id], size, block_start)
-                    block_file = file_id
-                line = block[start - block_start : start - block_start + length]
-                if len(line) != length:
-                    raise OSError(f"spill file {index.paths[file_id]} ends before its lines")
-                yield line
-        finally:
-            for descriptor in descriptors.values():
-                os.close(descriptor)
+        for position in self._positions:
+            start = index.offsets[position]
+            path = index.paths[index.file_ids[position]]
+            yield FileRange(path, start, start + index.lengths[position]).read()
