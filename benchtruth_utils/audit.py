@@ -952,8 +952,8 @@ def run_audit(
             listed = read_bench_list(bench_list, project_root)
             logs_dir = os.path.join(os.path.dirname(bench_list), "logs")
             run_logs = index_run_logs(logs_dir, project_root)
-        in_background = workers_for(workers, len(listed.entries)) > 1
-        drawer = audit_scope.enter_context(heatmap_drawer(in_background))
+        worker_processes = workers_for(workers, len(listed.entries))
+        drawer = audit_scope.enter_context(heatmap_drawer(in_background=worker_processes > 1))
         with times.phase("scan bench dirs"):
             scan = scan_bench_dirs(listed.entries, run_logs, spill_prefix, workers, progress)
         with times.phase("look for unlisted dirs"):
@@ -1026,7 +1026,7 @@ def run_audit(
         times.render(
             bench_dirs=truth["bench_dirs_count"],
             real_runs=truth["real_run_count"],
-            worker_processes=workers_for(workers, len(listed.entries)),
+            worker_processes=worker_processes,
         ),
     )
     return AuditResult(
