@@ -317,6 +317,7 @@ def main() -> None:
             if "phases" in row:
                 print("    " + ", ".join(f"{k} {v:.2f} s" for k, v in row["phases"].items()))
 
+    os.makedirs(os.path.dirname(arguments.json) or ".", exist_ok=True)
     with open(arguments.json, "w") as handle:
         json.dump(rows, handle, indent=2)
         handle.write("\n")
