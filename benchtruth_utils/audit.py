@@ -88,7 +88,7 @@ from .spill import (
     SpilledDir,
     SpillIndex,
     new_spill_prefix,
-    remove_orphaned_spill_files,
+    remove_orphaned_temporary_files,
     remove_spill_files,
     spill_lines,
 )
@@ -931,8 +931,11 @@ def run_audit(
     times = PhaseTimes()
 
     orphans = [
-        *remove_orphaned_spill_files(output_dir),
-        *(f"logs/{name}" for name in remove_orphaned_spill_files(os.path.join(output_dir, "logs"))),
+        *remove_orphaned_temporary_files(output_dir),
+        *(
+            f"logs/{name}"
+            for name in remove_orphaned_temporary_files(os.path.join(output_dir, "logs"))
+        ),
     ]
     spill_prefix = new_spill_prefix(output_dir)
     with (

@@ -13,7 +13,7 @@ million lines back one at a time took longer than writing them.
 
 The temporary files are named ``.tmp-runs-<audit pid>-<token>-<writer pid>.part`` and
 removed by :func:`remove_spill_files` when the audit ends, failed or not; what a killed
-audit leaves, the next audit in that folder removes (:func:`remove_orphaned_spill_files`).
+audit leaves, the next audit in that folder removes (:func:`remove_orphaned_temporary_files`).
 """
 
 from __future__ import annotations
@@ -49,12 +49,12 @@ def new_spill_prefix(folder: str) -> str:
     """The path prefix of one audit's spill files, in ``folder`` (the output folder).
 
     It names the audit's process, so that a later audit can tell leftovers of a killed
-    one (see :func:`remove_orphaned_spill_files`).
+    one (see :func:`remove_orphaned_temporary_files`).
     """
     return os.path.join(folder, f".tmp-runs-{os.getpid()}-{secrets.token_hex(6)}")
 
 
-def remove_orphaned_spill_files(folder: str) -> list[str]:
+def remove_orphaned_temporary_files(folder: str) -> list[str]:
     """Delete the temporary files in ``folder`` whose process no longer runs: spill files
     (``.tmp-runs-<pid>-...``) and half-written outputs (``.tmp-<pid>-...``, see
     :func:`outputs.atomic_write_chunks`).
