@@ -16,7 +16,9 @@ import logging
 import os
 import re
 import stat
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 import yaml
@@ -109,17 +111,49 @@ def _has_long_digit_run(data: bytes) -> bool:
     return _LONG_DIGIT_RUN in data.translate(_DIGITS_AS_NINES)
 
 
-# orjson reads 1024 levels of nesting, json fewer (its limit is the interpreter's recursion
-# limit, less the calls already on the stack): a document with this many brackets, which
-# bounds its depth, goes to json, whose verdict stands.
+# orjson reads 1024 levels of nesting, json fewer (the interpreter's recursion limit): a
+# document with this many brackets, which bound its depth, goes to json, whose verdict
+# stands, parsed on a fresh stack (see _on_fresh_stack).
 _MAX_BRACKETS_FOR_ORJSON = 900
+
+
+def _many_brackets(text: bytes | str) -> bool:
+    opening = (b"[", b"{") if isinstance(text, bytes) else ("[", "{")
+    return text.count(opening[0]) + text.count(opening[1]) > _MAX_BRACKETS_FOR_ORJSON
 
 
 def _orjson_agrees(data: bytes) -> bool:
     """Whether orjson's reading of ``data``, if it has one, is json's (see _decode_json)."""
-    if data.count(b"[") + data.count(b"{") > _MAX_BRACKETS_FOR_ORJSON:
-        return False
-    return not _has_long_digit_run(data)
+    return not _many_brackets(data) and not _has_long_digit_run(data)
+
+
+_T = TypeVar("_T")
+
+
+def _on_fresh_stack(parse: Callable[[], _T]) -> _T:
+    """``parse()``, run in a thread of its own, whose recursion limit counts from an empty
+    stack; what it raises is raised here.
+
+    A recursive parser (json, PyYAML's Python loader) gives up on deep nesting when the
+    interpreter's recursion limit is reached, counting the calls already on the stack: a
+    metrics.json nested 950 levels deep was read in a worker process and refused in a
+    notebook, so the outputs depended on how the audit was run. On a fresh stack the
+    verdict depends on the document alone.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = parse()
+        except BaseException as err:  # handed to the caller, which handles it
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name="benchtruth-parse")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _decode_json(data: bytes) -> tuple[Any, str | None, str]:
@@ -145,6 +179,8 @@ def _decode_json_stock(data: bytes) -> tuple[Any, str | None, str]:
     except UnicodeDecodeError as err:
         return None, "not_utf8", f"not UTF-8 text ({err.reason} at byte {err.start})"
     try:
+        if _many_brackets(text):
+            return _on_fresh_stack(lambda: json.loads(text)), None, ""
         return json.loads(text), None, ""
     except json.JSONDecodeError as err:
         return None, "invalid", f"not valid JSON ({err.msg} at line {err.lineno})"
@@ -234,7 +270,11 @@ def read_config(bench_dir: str) -> Parsed:
     marks = text.count("- ") + text.count(": ") + text.count("[") + text.count("{")
     loader = yaml.SafeLoader if marks > MAX_YAML_FLOW_DEPTH else YamlLoader
     try:
-        document = yaml.load(text, Loader=loader)
+        if loader is yaml.SafeLoader:
+            # The Python loader recurses with the nesting (see _on_fresh_stack).
+            document = _on_fresh_stack(lambda: yaml.load(text, Loader=loader))
+        else:
+            document = yaml.load(text, Loader=loader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

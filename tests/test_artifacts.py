@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from benchtruth_utils.artifacts import (
     _decode_json,
     _decode_json_stock,
+    _on_fresh_stack,
     parse_run_log,
     read_config,
     read_metrics,
@@ -221,7 +222,8 @@ EDGE_TEXTS = [
 def _same_verdict(data: bytes) -> None:
     # repr tells True from 1 from 1.0 and 0.0 from -0.0, and shows key order; == does not.
     fast, stock = _decode_json(data), _decode_json_stock(data)
-    assert repr(fast) == repr(stock)
+    # A document nearly as deep as the recursion limit allows: compared on a fresh stack too.
+    assert _on_fresh_stack(lambda: repr(fast) == repr(stock))
 
 
 @settings(max_examples=500)
@@ -240,3 +242,40 @@ def test_json_reads_as_the_json_module_reads_it(value, ensure_ascii, indent):
 @given(st.binary(max_size=64) | st.sampled_from(EDGE_TEXTS))
 def test_json_bytes_get_the_json_modules_verdict(data):
     _same_verdict(data)
+
+
+def _from_deep_in_the_stack(calls: int, read):
+    # The audit reads from a worker near the bottom of the stack, a notebook from far up.
+    return read() if calls == 0 else _from_deep_in_the_stack(calls - 1, read)
+
+
+@pytest.mark.parametrize("depth", [900, 940, 970, 990, 1000, 1100])
+def test_deep_json_gets_one_verdict_wherever_it_is_read_from(tmp_path, depth):
+    # A reviewer saw a metrics.json 950 levels deep counted by one worker count and
+    # refused by another, and by the CLI's notebook.
+    padding = b"[" * depth + b"]" * depth
+    document = b'{"pad": ' + padding + b', "exp_name": "x", "results": []}'
+    bench = _bench_dir(tmp_path, metrics=document, status=document)
+
+    def verdicts():
+        metrics, status = read_metrics(bench), read_status_run(bench)
+        return (metrics.reason, metrics.detail, status.reason, status.detail)
+
+    near_the_bottom = verdicts()
+    for calls in (100, 400):
+        assert _from_deep_in_the_stack(calls, verdicts) == near_the_bottom
+
+
+@pytest.mark.parametrize("depth", [300, 600, 900, 1200])
+def test_deep_yaml_gets_one_verdict_wherever_it_is_read_from(tmp_path, depth):
+    # Deep block nesting goes to PyYAML's Python loader, which recurses with it.
+    text = "".join(f"{'  ' * level}k{level}:\n" for level in range(depth)) + "  " * depth + "v"
+    bench = _bench_dir(tmp_path, config=text.encode())
+
+    def verdict():
+        config = read_config(bench)
+        return (config.reason, config.detail, config.sha256)
+
+    near_the_bottom = verdict()
+    for calls in (100, 400):
+        assert _from_deep_in_the_stack(calls, verdict) == near_the_bottom
