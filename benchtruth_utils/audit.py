@@ -61,7 +61,13 @@ from .figures import (
     write_coverage_heatmap,
 )
 from .findings import Finding, Reason, Scope
-from .outputs import EncodedItems, atomic_write_bytes, atomic_write_text, frame_to_csv_text
+from .outputs import (
+    EncodedItems,
+    atomic_write_bytes,
+    atomic_write_text,
+    frame_to_csv_text,
+    output_dir_lock,
+)
 from .params import (
     DEFAULT_HOST_TAGS,
     check_output_dir,
@@ -930,13 +936,6 @@ def run_audit(
     progress = normalise_flag_parameter("progress", progress)
     times = PhaseTimes()
 
-    orphans = [
-        *remove_orphaned_temporary_files(output_dir),
-        *(
-            f"logs/{name}"
-            for name in remove_orphaned_temporary_files(os.path.join(output_dir, "logs"))
-        ),
-    ]
     spill_prefix = new_spill_prefix(output_dir)
     with (
         capture_audit_log() as log_lines,
@@ -944,6 +943,20 @@ def run_audit(
         spill_files(spill_prefix),
         contextlib.ExitStack() as audit_scope,
     ):
+        with times.phase("read bench list and run logs"):
+            listed = read_bench_list(bench_list, project_root)
+            logs_dir = os.path.join(os.path.dirname(bench_list), "logs")
+            run_logs = index_run_logs(logs_dir, project_root)
+
+        # Nothing is written before the bench list is read: a refusal leaves no trace.
+        audit_scope.enter_context(output_dir_lock(output_dir))
+        orphans = [
+            *remove_orphaned_temporary_files(output_dir),
+            *(
+                f"logs/{name}"
+                for name in remove_orphaned_temporary_files(os.path.join(output_dir, "logs"))
+            ),
+        ]
         if orphans:
             logger.warning(
                 "removed %d temporary files (spill files, half-written outputs) that a killed "
@@ -951,10 +964,6 @@ def run_audit(
                 len(orphans),
                 ", ".join(orphans),
             )
-        with times.phase("read bench list and run logs"):
-            listed = read_bench_list(bench_list, project_root)
-            logs_dir = os.path.join(os.path.dirname(bench_list), "logs")
-            run_logs = index_run_logs(logs_dir, project_root)
         worker_processes = workers_for(workers, len(listed.entries))
         drawer = audit_scope.enter_context(heatmap_drawer(in_background=worker_processes > 1))
         with times.phase("scan bench dirs"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
@@ -13,7 +14,48 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from .errors import ParameterError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 logger = logging.getLogger(__name__)
+
+
+# Held by the audit writing an output folder; see output_dir_lock.
+LOCK_FILE = ".benchtruth-audit.lock"
+
+
+@contextlib.contextmanager
+def output_dir_lock(output_dir: str) -> Iterator[None]:
+    """Hold ``output_dir`` for this audit alone while the block runs.
+
+    Two audits writing one folder at once (two hosts or containers sharing a volume) took
+    each other's spill files for a killed audit's leftovers and deleted them. The second
+    is refused instead. The lock is the kernel's (``flock``, which NFS maps to its own
+    locks) on a hidden file left in the folder; it goes with the process, killed or not.
+    Where there is no ``fcntl`` (Windows), nothing is locked.
+
+    Raises
+    ------
+    ParameterError
+        When another audit holds the folder.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    descriptor = os.open(os.path.join(output_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ParameterError(
+                    "output_dir", output_dir, "a folder no other audit is writing to right now"
+                ) from None
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

@@ -55,23 +55,25 @@ def new_spill_prefix(folder: str) -> str:
 
 
 def remove_orphaned_temporary_files(folder: str) -> list[str]:
-    """Delete the temporary files in ``folder`` whose process no longer runs: spill files
-    (``.tmp-runs-<pid>-...``) and half-written outputs (``.tmp-<pid>-...``, see
-    :func:`outputs.atomic_write_chunks`).
+    """Delete the temporary files a killed audit left in ``folder``: every spill file
+    (``.tmp-runs-...``), and each half-written output (``.tmp-<pid>-...``, see
+    :func:`outputs.atomic_write_chunks`) whose process no longer runs.
 
     An audit ended by a signal (SIGTERM, SIGKILL) cannot remove its own; the next one in
-    the same folder does. Files of another process still running are left alone; files
-    named by this very process are a previous one's that had the same process id (the
-    first process of a container always has id 1), so call this before writing anything.
-    Returns the names removed.
+    the same folder does. Call this holding :func:`outputs.output_dir_lock` and before
+    writing anything: then no other audit is writing spill files here, whatever its
+    process id says on this machine, and an output named by this very process id is a
+    previous process's (the first process of a container always has id 1). Returns the
+    names removed.
     """
     removed = []
     for path in glob.glob(os.path.join(glob.escape(folder), ".tmp-*-*.part")):
         name = os.path.basename(path)
-        owner = name.split("-")[2 if name.startswith(".tmp-runs-") else 1]
+        spilled = name.startswith(".tmp-runs-")
+        owner = name.split("-")[2 if spilled else 1]
         if not owner.isdigit():
             continue
-        if int(owner) == os.getpid() or not _process_alive(int(owner)):
+        if spilled or int(owner) == os.getpid() or not _process_alive(int(owner)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
                 removed.append(name)

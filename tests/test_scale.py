@@ -250,9 +250,10 @@ def test_spill_files_of_a_killed_audit_go_with_the_next_audit(tmp_path, caplog):
     ]
     for orphan in orphans:
         orphan.write_bytes(b"left by a killed audit")
+    # Another process writing an output into the same folder (02 pointed here, say).
     other_audit = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    running = out / f".tmp-runs-{other_audit.pid}-abcdef012345-{other_audit.pid}.part"
-    running.write_bytes(b"an audit still running")
+    running = out / f".tmp-{other_audit.pid}-w8q2k4z1.part"
+    running.write_bytes(b"an output still being written")
 
     try:
         audit.run_audit(
@@ -273,6 +274,54 @@ def test_spill_files_of_a_killed_audit_go_with_the_next_audit(tmp_path, caplog):
         f"removed 4 temporary files (spill files, half-written outputs) that a killed audit "
         f"left in the output_dir: {', '.join(names)}"
     ) in caplog.text
+
+
+HOLDS_THE_FOLDER = """
+import sys, time
+from benchtruth_utils.outputs import output_dir_lock
+
+with output_dir_lock(sys.argv[1]):
+    print("holding", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_audit_of_a_folder_in_use_is_refused_and_touches_nothing(tmp_path):
+    # Two hosts or containers sharing a volume: process ids say nothing across them, and
+    # the second audit deleted the first's live spill files as a killed audit's leftovers.
+    out = tmp_path / "analysis"
+    out.mkdir()
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLDS_THE_FOLDER, str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        assert first.stdout.readline().strip() == "holding"
+        live_spill = out / ".tmp-runs-1-abcdef012345-3.part"  # its id in its own container
+        live_spill.write_bytes(b"the first audit's runs")
+        before = sorted(out.rglob("*"))
+
+        with pytest.raises(ParameterError, match="no other audit is writing to"):
+            audit.run_audit(
+                bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
+                project_root=str(REALRUNS),
+                output_dir=str(out),
+            )
+
+        assert sorted(out.rglob("*")) == before and live_spill.exists()
+    finally:
+        first.kill()
+        first.wait()
+
+    # Once the first has ended (killed here), the folder is free and its leftovers go.
+    audit.run_audit(
+        bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
+        project_root=str(REALRUNS),
+        output_dir=str(out),
+    )
+    assert not live_spill.exists()
 
 
 def _draw_badly(grid):
