@@ -183,12 +183,11 @@ def find_unlisted_dirs(entries: list[BenchEntry], project_root: str) -> list[Fin
     a claimed table built by globbing may contain it, and this says where it came from.
     """
     listed = {_identity(entry.location) for entry in entries}
+    # Thousands of entries share a handful of parents: each is checked once.
     parents = sorted(
-        {
-            os.path.dirname(entry.location)
-            for entry in entries
-            if entry.inside_root and lexical_relative(os.path.dirname(entry.location), project_root)
-        }
+        parent
+        for parent in {os.path.dirname(entry.location) for entry in entries if entry.inside_root}
+        if lexical_relative(parent, project_root)
     )
 
     findings = []

@@ -6,10 +6,10 @@ lines take most of a gigabyte, so they wait in temporary files beside the output
 each process appends its dirs' lines to a file of its own, and the main process
 reads them back, in the truth file's order, while it writes that file.
 
-Each line is spilled with the separator that follows it in the truth file, and a dir's
-lines in the order the truth file lists them (by key and seed). So the truth file's list
-of runs is, for the most part, whole stretches of spill file copied as they are: reading a
-million lines back one at a time took longer than writing them.
+Each line is spilled with the separator that follows it in the truth file, and the audit
+spills a dir's lines in the order the truth file lists them (by key and seed). So the truth
+file's list of runs is, for the most part, whole stretches of spill file copied as they are:
+reading a million lines back one at a time took longer than writing them.
 
 The temporary files are named ``.tmp-runs-<audit pid>-<token>-<writer pid>.part`` and
 removed by :func:`remove_spill_files` when the audit ends, failed or not; what a killed
@@ -90,13 +90,12 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def spill_lines(
-    prefix: str, lines: Sequence[str | bytes], order: Sequence[int] | None = None
-) -> SpilledDir:
+def spill_lines(prefix: str, lines: Sequence[str | bytes]) -> SpilledDir:
     """Append ``lines`` (text, or UTF-8 bytes; without line ends) to this process's spill
-    file, each followed by the truth file's item separator, in ``order`` (positions into
-    ``lines``; as given when None)."""
+    file, each followed by the truth file's item separator."""
     path = f"{prefix}-{os.getpid()}.part"
+    if not lines:
+        return SpilledDir(path, [], [])
     descriptor = _open_files.get(path)
     if descriptor is None:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -106,20 +105,20 @@ def spill_lines(
     encoded = [
         line if type(line) is bytes else line.encode("utf-8", "backslashreplace") for line in lines
     ]
-    if order is None:
-        order = range(len(encoded))
-    offsets = [0] * len(encoded)
-    offset = os.lseek(descriptor, 0, os.SEEK_END)
-    for position in order:
-        offsets[position] = offset
-        offset += len(encoded[position]) + len(_SEPARATOR)
+    lengths = list(map(len, encoded))
+    offsets = list(
+        itertools.accumulate(
+            (length + len(_SEPARATOR) for length in lengths[:-1]),
+            initial=os.lseek(descriptor, 0, os.SEEK_END),
+        )
+    )
 
     # One unbuffered write a dir: nothing waits in a buffer when a worker process ends.
-    data = b"".join(encoded[position] + _SEPARATOR for position in order)
+    data = _SEPARATOR.join(encoded) + _SEPARATOR
     written = 0
     while written < len(data):
         written += os.write(descriptor, data[written:])
-    return SpilledDir(path, offsets, [len(line) for line in encoded])
+    return SpilledDir(path, offsets, lengths)
 
 
 def remove_spill_files(prefix: str) -> None:

@@ -130,15 +130,14 @@ def test_no_spill_file_outlives_an_audit_even_a_failed_one(tmp_path, monkeypatch
     data=st.data(),
 )
 def test_spilled_lines_come_back_in_any_order_asked(tmp_path_factory, dirs, data):
-    # Each dir's lines spilled in an order of their own (the truth file's), read back in
-    # any order, line by line or joined as the truth file joins them.
+    # Each dir's lines spilled, read back in any order, line by line or joined as the
+    # truth file joins them.
     prefix = spill.new_spill_prefix(str(tmp_path_factory.mktemp("spill")))
     index = spill.SpillIndex()
     try:
         for lines in dirs:
             if lines:
-                spill_order = data.draw(st.permutations(range(len(lines))))
-                index.add(spill.spill_lines(prefix, lines, spill_order))
+                index.add(spill.spill_lines(prefix, lines))
         expected = [line.encode("utf-8", "backslashreplace") for lines in dirs for line in lines]
         # Any order, of all lines or some (superseded runs are left out).
         order = data.draw(st.permutations(range(len(expected))))
