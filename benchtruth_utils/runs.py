@@ -7,6 +7,7 @@ their parsed content here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import operator
 import re
@@ -73,6 +74,10 @@ class RunRecord(NamedTuple):
 
 
 RECORD_FIELDS = RunRecord._fields
+
+# A tuple of the fields made a RunRecord by a C call: RunRecord(...) and unpickling one are
+# Python calls, and a million records are made and sent between processes.
+as_run_record = functools.partial(tuple.__new__, RunRecord)
 
 # RunRecord.key, and the key with the seed (the tuple runs are grouped and sorted by), as
 # getters that make no Python call a record: a million records pass through them.
@@ -312,14 +317,15 @@ def _result_problem(
 def _quality_metrics(result: dict) -> tuple[list[float | None], tuple[str, ...], str | None]:
     """The four quality metrics (None where missing or non-finite), the non-finite names,
     and the problem when one is not a number at all."""
-    values: list[float | None] = []
+    values: list[float | None] = list(map(result.get, QUALITY_METRICS))
+    if all(type(value) is float for value in values) and _finite_sum(values):
+        # The common case, finite floats, without the general classification.
+        return values, (), None
+
+    values = []
     nonfinite: list[str] = []
     for name in QUALITY_METRICS:
         value = result.get(name)
-        if type(value) is float and value - value == 0.0:
-            # The common case, finite floats, without the general classification.
-            values.append(value)
-            continue
         number, kind = _number(value)
         if kind == "bad":
             return values, (), f"{name} is {short_repr(value)}, not a number"
@@ -327,6 +333,13 @@ def _quality_metrics(result: dict) -> tuple[list[float | None], tuple[str, ...],
             nonfinite.append(name)
         values.append(number)
     return values, tuple(nonfinite), None
+
+
+def _finite_sum(values: Sequence[float]) -> bool:
+    # The sum of floats is finite only when each is (or, rarely, when finite ones overflow,
+    # which then only costs the slow path).
+    total = sum(values)
+    return total - total == 0.0
 
 
 def records_from_dir(
@@ -441,9 +454,11 @@ def records_from_dir(
             )
             continue
 
-        efficiency = []
-        for name in EFFICIENCY_METRICS:
-            number, kind = _number(result.get(name))
+        efficiency = list(map(result.get, EFFICIENCY_METRICS))
+        for position, name in enumerate(EFFICIENCY_METRICS):
+            if efficiency[position] is None:
+                continue  # not logged: the usual case, and _number's answer
+            number, kind = _number(efficiency[position])
             if kind == "bad":
                 verdict.warnings.append(
                     Finding(
@@ -454,7 +469,7 @@ def records_from_dir(
                         f"results[{index}]",
                     )
                 )
-            efficiency.append(number)
+            efficiency[position] = number
         train_time_sec, max_cuda_mem_mb = efficiency
 
         train_time_source = "metrics.json" if train_time_sec is not None else None
@@ -462,23 +477,25 @@ def records_from_dir(
             train_time_sec, train_time_source = time_share, "run_log"
 
         verdict.records.append(
-            RunRecord(
-                exp_name,
-                *key_texts,
-                use_edgar,
-                result["seed"],
-                *quality,
-                train_time_sec,
-                max_cuda_mem_mb,
-                train_time_source,
-                nonfinite,
-                exp_name_source,
-                use_edgar_source,
-                run_dir,
-                metrics_path,
-                metrics.sha256,
-                index,
-                verdict.timestamp,
+            as_run_record(
+                (
+                    exp_name,
+                    *key_texts,
+                    use_edgar,
+                    result["seed"],
+                    *quality,
+                    train_time_sec,
+                    max_cuda_mem_mb,
+                    train_time_source,
+                    nonfinite,
+                    exp_name_source,
+                    use_edgar_source,
+                    run_dir,
+                    metrics_path,
+                    metrics.sha256,
+                    index,
+                    verdict.timestamp,
+                )
             )
         )
 
