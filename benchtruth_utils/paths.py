@@ -27,6 +27,15 @@ def lexical_relative(path: str | os.PathLike[str], root: str | os.PathLike[str])
     absolute_root = os.path.normpath(os.path.abspath(root))
     absolute_path = os.path.normpath(os.path.abspath(path))
 
+    if os.sep == "/" and not (absolute_root.startswith("//") or absolute_path.startswith("//")):
+        # What relpath answers for two normalised absolute POSIX paths, without its own
+        # normalising again and pathlib's parsing: a bench list of 20k dirs passes here twice.
+        # (normpath keeps a leading "//", which relpath reads as "/": left to relpath.)
+        if absolute_path == absolute_root:
+            return "."
+        prefix = absolute_root if absolute_root.endswith("/") else absolute_root + "/"
+        return absolute_path[len(prefix) :] if absolute_path.startswith(prefix) else None
+
     relative = os.path.relpath(absolute_path, absolute_root)
     if relative == os.pardir or relative.startswith(os.pardir + os.sep):
         return None

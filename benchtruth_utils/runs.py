@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 import operator
 import re
@@ -538,6 +539,10 @@ def newest_indices(records: Sequence[RunRecord]) -> tuple[list[int], list[tuple[
     the later position in ``results``.
     """
     keys = list(map(record_key_and_seed, records))
+    if all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
+        # Already sorted and no key and seed twice: the usual case, since each dir's records
+        # come sorted and a bench list names its dirs in order (one comparison a run).
+        return list(range(len(keys))), []
     last_position = dict(zip(keys, range(len(keys)), strict=True))
     repeated: dict[tuple, list[int]] = {}
     if len(last_position) < len(keys):

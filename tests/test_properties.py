@@ -20,6 +20,7 @@ from benchtruth_utils.benchlist import read_bench_list
 from benchtruth_utils.claimed import mark_claimed_rows, read_claimed_table
 from benchtruth_utils.coverage import find_inert_factors, plan_from_config
 from benchtruth_utils.findings import Reason, Scope
+from benchtruth_utils.paths import lexical_relative
 from benchtruth_utils.runs import records_from_dir
 from benchtruth_utils.tables import efficiency_frame, main_results_frame, summarize_runs
 
@@ -171,3 +172,18 @@ def test_bench_list_arbitrary_bytes_never_escape(data):
     bench_list = read_bench_list(path, os.path.join(SCRATCH, "list"))
 
     assert bench_list.entries or bench_list.findings
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    path=st.lists(st.sampled_from(["a", "b", "..", ".", "", "x y", "/"]), max_size=6),
+    root=st.lists(st.sampled_from(["a", "b", "..", ".", "", "/"]), max_size=4),
+)
+def test_lexical_relative_answers_as_relpath_does(path, root):
+    # The POSIX shortcut in lexical_relative against the general rule it replaces.
+    path_text, root_text = "/".join(path) or ".", "/".join(root) or "."
+    absolute_root = os.path.normpath(os.path.abspath(root_text))
+    relative = os.path.relpath(os.path.normpath(os.path.abspath(path_text)), absolute_root)
+    outside = relative == os.pardir or relative.startswith(os.pardir + os.sep)
+
+    assert lexical_relative(path_text, root_text) == (None if outside else relative)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchtruth_utils.artifacts import Parsed
 from benchtruth_utils.findings import Reason
@@ -13,6 +15,7 @@ from benchtruth_utils.runs import (
     RECORD_FIELDS,
     RunRecord,
     exp_name_from_dir,
+    newest_indices,
     parse_flag,
     record_key,
     record_key_and_seed,
@@ -333,3 +336,39 @@ def test_the_key_getters_give_what_the_record_says():
 
     assert record_key(record) == record.key
     assert record_key_and_seed(record) == (*record.key, record.seed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    runs=st.lists(
+        st.tuples(st.sampled_from(["lstm", "tcn"]), st.integers(0, 2), st.integers(0, 3)),
+        max_size=12,
+    ),
+    presorted=st.booleans(),
+)
+def test_newest_indices_of_sorted_unique_runs_takes_the_shortcut_to_the_same_answer(
+    runs, presorted
+):
+    # Sorted runs with no key and seed twice skip the grouping (the usual case): the answer
+    # must be the one the grouping gives, here found from the runs in reversed order.
+    records = [
+        record._replace(run_dir=f"runs/b/d{day}", timestamp=f"2026010{day}_000000", result_index=i)
+        for i, (backbone, seed, day) in enumerate(runs)
+        for record in decide(metrics(result(backbone=backbone, model=backbone, seed=seed))).records
+    ]
+    if presorted:
+        records = sorted(
+            {record_key_and_seed(r): r for r in records}.values(), key=record_key_and_seed
+        )
+
+    kept, superseded = newest_indices(records)
+    reversed_kept, reversed_superseded = newest_indices(records[::-1])
+
+    last = len(records) - 1
+    assert [records[p] for p in kept] == [records[last - p] for p in reversed_kept]
+    assert sorted((records[o], records[b]) for o, b in superseded) == sorted(
+        (records[last - o], records[last - b]) for o, b in reversed_superseded
+    )
+    assert [record_key_and_seed(records[p]) for p in kept] == sorted(
+        set(map(record_key_and_seed, records))
+    )
