@@ -83,9 +83,12 @@ from .report import render_report
 from .runs import (
     KEY_FIELDS,
     RECORD_FIELDS,
+    KeyRange,
+    RunOrder,
     RunRecord,
     Superseded,
     as_run_record,
+    key_range,
     newest_indices,
     record_key,
     record_key_and_seed,
@@ -298,6 +301,7 @@ class DirScan:
     excluded: list[Finding] = dataclasses.field(default_factory=list)
     warnings: list[Finding] = dataclasses.field(default_factory=list)
     plan: Plan | None = None
+    key_range: KeyRange | None = None
     coverage: dict[str, Any] | None = None
     missing_runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     unplanned_runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -323,10 +327,12 @@ class Scan:
     inert_summary: dict[str, str] = dataclasses.field(default_factory=dict)
     # Each record's line of the truth file, in the order of ``records``.
     lines: SpillIndex = dataclasses.field(default_factory=SpillIndex)
+    order: RunOrder = dataclasses.field(default_factory=RunOrder)
 
     def add(self, scanned: DirScan) -> None:
         self.bench_dirs.append(scanned.summary)
         self.records.extend(scanned.records)
+        self.order.add(scanned.key_range)
         if scanned.spilled is not None:
             self.lines.add(scanned.spilled)
         self.excluded.extend(scanned.excluded)
@@ -397,6 +403,7 @@ def scan_one_dir(task: DirTask) -> DirScan:
     # kept runs lie in its spill file as one stretch to copy, and the runs of all dirs
     # reach newest_indices nearly sorted, which its sort then only has to check.
     scanned.records = sorted(verdict.records, key=record_key_and_seed)
+    scanned.key_range = key_range(scanned.records)
     if scanned.records:
         lines = encode_run_records(scanned.records)
         scanned.spilled = spill_lines(spill_prefix, lines)
@@ -788,7 +795,9 @@ def build_truth_document(
         "parameters": {"rel_tol": rel_tol, "abs_tol": abs_tol},
         "bench_dirs_count": len(scan.bench_dirs),
         "real_run_count": len(kept),
-        "unique_combinations": len(set(map(record_key, kept))),
+        "unique_combinations": (
+            scan.order.distinct_keys if scan.order.increasing else len(set(map(record_key, kept)))
+        ),
         "phantom_rows_count": len(phantom_rows),
         "drifted_rows_count": len(drifted_rows),
         "counts": {
@@ -978,7 +987,9 @@ def run_audit(
         with times.phase("look for unlisted dirs"):
             listed.findings.extend(find_unlisted_dirs(listed.entries, project_root))
         with times.phase("select newest runs"):
-            kept_positions, superseded_pairs = newest_indices(scan.records)
+            kept_positions, superseded_pairs = newest_indices(
+                scan.records, in_order=scan.order.increasing
+            )
             kept = [scan.records[position] for position in kept_positions]
             kept_lines = EncodedItems(scan.lines.lines(kept_positions), "real_runs")
             superseded = [

@@ -531,13 +531,71 @@ def _newness(record: RunRecord) -> tuple[str, str, int]:
     return (sortable_timestamp(record.timestamp), record.run_dir, record.result_index)
 
 
-def newest_indices(records: Sequence[RunRecord]) -> tuple[list[int], list[tuple[int, int]]]:
+class KeyRange(NamedTuple):
+    """The keys and seeds of one dir's records sorted by them, as :class:`RunOrder` needs
+    them: found in the worker that read the dir, so the audit need not look at each run."""
+
+    first: tuple
+    last: tuple
+    # Strictly increasing: no key and seed twice in the dir.
+    increasing: bool
+    # Distinct keys, seeds apart.
+    distinct_keys: int
+
+
+def key_range(records: Sequence[RunRecord]) -> KeyRange | None:
+    """The :class:`KeyRange` of ``records`` sorted by key and seed; None for no records."""
+    if not records:
+        return None
+    keys = list(map(record_key_and_seed, records))
+    return KeyRange(
+        keys[0],
+        keys[-1],
+        all(map(operator.lt, keys, itertools.islice(keys, 1, None))),
+        len(set(map(record_key, records))),
+    )
+
+
+class RunOrder:
+    """Whether the runs of dirs gathered one after another have strictly increasing keys and
+    seeds: then no run supersedes another and :func:`newest_indices` keeps them all as they
+    come. The usual case: a bench list names its dirs in order, each with its own exp_name.
+
+    Told each dir's :class:`KeyRange` in turn, it checks only where one dir meets the next.
+    """
+
+    def __init__(self) -> None:
+        self.increasing = True
+        # Distinct keys of all runs, seeds apart: only right while ``increasing``.
+        self.distinct_keys = 0
+        self._last: tuple | None = None
+
+    def add(self, dir_range: KeyRange | None) -> None:
+        if dir_range is None:
+            return
+        if self._last is not None:
+            self.increasing = self.increasing and self._last < dir_range.first
+            # Sorted, runs of one key lie together: a key that spans two dirs counts once.
+            if self._last[:-1] == dir_range.first[:-1]:
+                self.distinct_keys -= 1
+        self.increasing = self.increasing and dir_range.increasing
+        self.distinct_keys += dir_range.distinct_keys
+        self._last = dir_range.last
+
+
+def newest_indices(
+    records: Sequence[RunRecord], in_order: bool = False
+) -> tuple[list[int], list[tuple[int, int]]]:
     """Positions of the newest run of every (key, seed), sorted by key and seed, and of
     every other run paired with the position of the run that replaces it.
 
     Newest means the latest metrics.json ``timestamp``, then the later dir name, then
-    the later position in ``results``.
+    the later position in ``results``. ``in_order`` says the caller knows the keys and
+    seeds strictly increase (see :class:`RunOrder`): every run is then kept as it comes.
     """
+    if in_order:
+        return list(range(len(records))), []
+
     keys = list(map(record_key_and_seed, records))
     if all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
         # Already sorted and no key and seed twice: the usual case, since each dir's records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -13,8 +14,10 @@ from benchtruth_utils.findings import Reason
 from benchtruth_utils.runs import (
     KEY_FIELDS,
     RECORD_FIELDS,
+    RunOrder,
     RunRecord,
     exp_name_from_dir,
+    key_range,
     newest_indices,
     parse_flag,
     record_key,
@@ -372,3 +375,41 @@ def test_newest_indices_of_sorted_unique_runs_takes_the_shortcut_to_the_same_ans
     assert [record_key_and_seed(records[p]) for p in kept] == sorted(
         set(map(record_key_and_seed, records))
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    dirs=st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["a", "b"]), st.sampled_from(["lstm", "tcn"]), st.integers(0, 2)
+            ),
+            max_size=5,
+        ),
+        max_size=5,
+    )
+)
+def test_run_order_told_each_dirs_key_range_sees_what_the_runs_of_all_dirs_show(dirs):
+    # RunOrder looks only where one dir meets the next; the runs of all dirs together must
+    # bear it out: strictly increasing keys and seeds, and the distinct keys among them.
+    order = RunOrder()
+    all_records = []
+    for runs in dirs:
+        records = sorted(
+            (
+                record._replace(exp_name=exp_name)
+                for exp_name, backbone, seed in runs
+                for record in decide(
+                    metrics(result(backbone=backbone, model=backbone, seed=seed))
+                ).records
+            ),
+            key=record_key_and_seed,
+        )
+        order.add(key_range(records))
+        all_records += records
+
+    keys = list(map(record_key_and_seed, all_records))
+    assert order.increasing == all(a < b for a, b in itertools.pairwise(keys))
+    if order.increasing:
+        assert order.distinct_keys == len(set(map(record_key, all_records)))
+        assert newest_indices(all_records) == newest_indices(all_records, in_order=True)
