@@ -400,8 +400,8 @@ def scan_one_dir(task: DirTask) -> DirScan:
     scanned.plan = plan_from_config(config)
     summary["provenance"] = config_provenance(config)
     # In the truth file's order (by key and seed, see newest_indices), so that the dir's
-    # kept runs lie in its spill file as one stretch to copy, and the runs of all dirs
-    # reach newest_indices nearly sorted, which its sort then only has to check.
+    # kept runs lie in its spill file as one stretch to copy, and so that where the dirs
+    # meet tells whether the runs of all of them are in that order (runs.RunOrder).
     scanned.records = sorted(verdict.records, key=record_key_and_seed)
     scanned.key_range = key_range(scanned.records)
     if scanned.records:

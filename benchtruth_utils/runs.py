@@ -337,8 +337,8 @@ def _quality_metrics(result: dict) -> tuple[list[float | None], tuple[str, ...],
 
 
 def _finite_sum(values: Sequence[float]) -> bool:
-    # The sum of floats is finite only when each is (or, rarely, when finite ones overflow,
-    # which then only costs the slow path).
+    # Finite only if every value is; finite values whose sum overflows take the slow path,
+    # which answers right.
     total = sum(values)
     return total - total == 0.0
 
