@@ -126,16 +126,24 @@ import bench_audit
 # and jsonschema): measured apart from the work that grows with runs.
 if {kind!r} == "audit":
     from benchtruth_utils import run_audit
+def cpu_seconds():
+    used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(usage.ru_utime + usage.ru_stime for usage in used)
+cpu_start = cpu_seconds()
 start = time.perf_counter()
 if {kind!r} == "floor":
     bench_audit.floor({bench_list!r}, {root!r})
 else:
     run_audit(bench_list={bench_list!r}, output_dir={out!r}, project_root={root!r})
 seconds = time.perf_counter() - start
+# CPU of this process and the workers and drawer it waited for: steadier than seconds on a
+# machine whose speed wanders, and what two cores share.
+cpu = cpu_seconds() - cpu_start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 # The largest of the worker processes the audit started (none for the floor).
 workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-print(json.dumps({{"seconds": seconds, "peak_rss_mb": peak, "worker_peak_rss_mb": workers_peak}}))
+print(json.dumps({{"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak,
+                  "worker_peak_rss_mb": workers_peak}}))
 """
     process = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -217,10 +225,12 @@ def _phase_seconds(out: str) -> dict[str, float]:
 
 def _median(samples: list[dict]) -> dict:
     """The sample of median time (the lower middle one of an even count), with the
-    seconds of all samples and the largest peak memory of any."""
-    ordered = sorted(samples, key=lambda sample: sample["seconds"])
-    median = dict(ordered[(len(ordered) - 1) // 2])
+    seconds of all samples, the median CPU seconds and the largest peak memory of any."""
+    middle = (len(samples) - 1) // 2
+    median = dict(sorted(samples, key=lambda sample: sample["seconds"])[middle])
     median["samples_seconds"] = [round(sample["seconds"], 3) for sample in samples]
+    if all("cpu_seconds" in sample for sample in samples):
+        median["cpu_seconds"] = sorted(sample["cpu_seconds"] for sample in samples)[middle]
     median["peak_rss_mb"] = max(sample["peak_rss_mb"] for sample in samples)
     for figure in ("worker_peak_rss_mb", "tree_peak_rss_mb"):
         if any(figure in sample for sample in samples):
@@ -293,6 +303,8 @@ def main() -> None:
                 "peak_rss_mb": round(figures["peak_rss_mb"], 1),
                 "vs_floor": round(figures["seconds"] / measured["floor"]["seconds"], 2),
             }
+            if "cpu_seconds" in figures:
+                row["cpu_seconds"] = round(figures["cpu_seconds"], 3)
             if figures.get("worker_peak_rss_mb") and kind == "audit":
                 row["worker_peak_rss_mb"] = round(figures["worker_peak_rss_mb"], 1)
             if figures.get("tree_peak_rss_mb") and kind == "audit":
@@ -307,8 +319,9 @@ def main() -> None:
                 if "worker_peak_rss_mb" in row
                 else ""
             )
+            cpu = f" (CPU {row['cpu_seconds']:.2f} s)" if "cpu_seconds" in row else ""
             print(
-                f"{row['runs']:>9} runs  {kind:<9} {row['seconds']:>9.2f} s "
+                f"{row['runs']:>9} runs  {kind:<9} {row['seconds']:>9.2f} s{cpu} "
                 f"{row['runs_per_second']:>9} runs/s  {row['peak_rss_mb']:>8.1f} MB peak  "
                 f"{row['vs_floor']:>6.2f} x floor{workers}  "
                 f"(samples {', '.join(f'{t:.2f}' for t in row['samples_seconds'])} s)",
