@@ -88,7 +88,15 @@ def read_regular_file(path: str, limit: int) -> bytes:
     if not stat.S_ISREG(status.st_mode):
         raise OSError(errno.EINVAL, "not a regular file (a pipe, socket or device)", path)
     with open(path, "rb") as handle:
-        return handle.read(limit)
+        # A buffer sized to the file, not to the limit: one of the limit's 64 MB is fresh
+        # memory that the kernel finds and zeroes a page at a time, which made reading a
+        # runner's 30 kB metrics.json two to five times slower. The byte past the size
+        # shows a file that is longer than it said (one that grew, or a /proc file).
+        wanted = min(status.st_size + 1, limit)
+        data = handle.read(wanted)
+        if len(data) == wanted and wanted < limit:
+            data += handle.read(limit - wanted)
+        return data
 
 
 def file_sha256(path: str) -> str | None:

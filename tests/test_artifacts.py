@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ from benchtruth_utils.artifacts import (
     parse_run_log,
     read_config,
     read_metrics,
+    read_regular_file,
     read_run_log,
     read_status_run,
 )
@@ -87,6 +89,32 @@ def test_read_metrics_over_the_size_cap(tmp_path, monkeypatch):
     parsed = read_metrics(_bench_dir(tmp_path, metrics=b'{"status": "success"}'))
 
     assert parsed.reason is Reason.METRICS_TOO_LARGE
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(0, 300), limit=st.integers(1, 300), grows_by=st.integers(0, 50))
+def test_read_regular_file_reads_at_most_the_limit_whatever_size_the_file_said(
+    tmp_path_factory, size, limit, grows_by
+):
+    # Read with a buffer sized to what stat said: a file longer than that (one that grew
+    # after stat, a /proc file saying 0) must still be read up to the limit.
+    path = tmp_path_factory.mktemp("read") / "file"
+    content = bytes(range(256)) * 2
+    path.write_bytes(content[: size + grows_by])
+    said = os.stat_result((*os.stat(path)[:6], size, *os.stat(path)[7:]))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("benchtruth_utils.artifacts.os.stat", lambda _: said)
+        data = read_regular_file(str(path), limit)
+
+    assert data == content[: min(size + grows_by, limit)]
+
+
+def test_read_regular_file_reads_a_proc_file_that_says_it_is_empty():
+    if not os.path.isfile("/proc/self/status"):
+        pytest.skip("no /proc here")
+
+    assert b"Name:" in read_regular_file("/proc/self/status", 1 << 20)
 
 
 def test_read_status_run_absent_is_not_a_finding(tmp_path):
