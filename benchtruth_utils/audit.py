@@ -991,7 +991,8 @@ def run_audit(
                 scan.records, in_order=scan.order.increasing
             )
             kept = [scan.records[position] for position in kept_positions]
-            kept_lines = EncodedItems(scan.lines.lines(kept_positions), "real_runs")
+            # Copied once into the truth file, and their spill files' pages freed as they go.
+            kept_lines = EncodedItems(scan.lines.lines(kept_positions, release=True), "real_runs")
             superseded = [
                 Superseded(
                     scan.records[old], scan.records[by].run_dir, scan.records[by].result_index

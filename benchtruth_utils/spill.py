@@ -152,17 +152,20 @@ class SpillIndex:
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def lines(self, positions: Sequence[int]) -> SpilledLines:
-        """The lines at ``positions``, in that order, read lazily."""
-        return SpilledLines(self, positions)
+    def lines(self, positions: Sequence[int], release: bool = False) -> SpilledLines:
+        """The lines at ``positions``, in that order, read lazily. With ``release``, they
+        are to be joined and copied once (the truth file): their pages are freed as they
+        are copied (see :class:`outputs.FileRange`)."""
+        return SpilledLines(self, positions, release)
 
 
 class SpilledLines(Sequence[bytes]):
     """A read-only sequence of spilled lines, read when asked for."""
 
-    def __init__(self, index: SpillIndex, positions: Sequence[int]) -> None:
+    def __init__(self, index: SpillIndex, positions: Sequence[int], release: bool = False) -> None:
         self._index = index
         self._positions = positions
+        self._release = release
 
     def __len__(self) -> int:
         return len(self._positions)
@@ -197,7 +200,7 @@ class SpilledLines(Sequence[bytes]):
             start, end = int(starts[first]), int(ends[last])
             if last == len(positions) - 1:
                 end -= len(_SEPARATOR)  # no separator after the last line
-            yield FileRange(index.paths[int(files[first])], start, end)
+            yield FileRange(index.paths[int(files[first])], start, end, self._release)
 
     def __iter__(self) -> Iterator[bytes]:
         # A line at a time, for a look at a few runs (and the tests): the truth file takes

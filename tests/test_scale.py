@@ -456,3 +456,23 @@ def test_a_range_past_the_end_of_its_file_fails_the_write(tmp_path):
         outputs.atomic_write_chunks(str(tmp_path / "t"), [outputs.FileRange(str(source), 0, 50)])
     assert not (tmp_path / "t").exists()
     assert list(tmp_path.glob(".tmp-*")) == []
+
+
+def test_a_released_range_is_copied_whole_and_then_freed(tmp_path):
+    # The truth file's run lines are freed from their spill file as they are copied: the
+    # copy must hold every byte, and the source range then reads as zeros (where Linux
+    # and the file system punch holes) or as it was (where they do not).
+    source = tmp_path / "spill.part"
+    content = bytes(range(256)) * 64
+    source.write_bytes(content)
+    target = tmp_path / "out"
+
+    outputs.atomic_write_chunks(
+        str(target), [b"[", outputs.FileRange(str(source), 1000, 9000, release=True), b"]"]
+    )
+
+    assert target.read_bytes() == b"[" + content[1000:9000] + b"]"
+    after = source.read_bytes()
+    assert len(after) == len(content)
+    assert after[:1000] == content[:1000] and after[9000:] == content[9000:]
+    assert after[1000:9000] in (content[1000:9000], bytes(8000))
