@@ -597,10 +597,6 @@ def newest_indices(
         return list(range(len(records))), []
 
     keys = list(map(record_key_and_seed, records))
-    if all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
-        # Already sorted and no key and seed twice: the usual case, since each dir's records
-        # come sorted and a bench list names its dirs in order (one comparison a run).
-        return list(range(len(keys))), []
     last_position = dict(zip(keys, range(len(keys)), strict=True))
     repeated: dict[tuple, list[int]] = {}
     if len(last_position) < len(keys):

@@ -349,11 +349,10 @@ def test_the_key_getters_give_what_the_record_says():
     ),
     presorted=st.booleans(),
 )
-def test_newest_indices_of_sorted_unique_runs_takes_the_shortcut_to_the_same_answer(
-    runs, presorted
-):
-    # Sorted runs with no key and seed twice skip the grouping (the usual case): the answer
-    # must be the one the grouping gives, here found from the runs in reversed order.
+def test_newest_indices_gives_the_same_answer_for_runs_in_any_order(runs, presorted):
+    # Sorted runs with no key and seed twice (the usual case, kept as they come when the
+    # audit's RunOrder says so) and runs in any order: the answer must not depend on the
+    # order, here compared with the runs in reversed order.
     records = [
         record._replace(run_dir=f"runs/b/d{day}", timestamp=f"2026010{day}_000000", result_index=i)
         for i, (backbone, seed, day) in enumerate(runs)
