@@ -182,9 +182,7 @@ class _ChunkWriter:
     def _copy(self, piece: FileRange) -> None:
         source = self.sources.get(piece.path)
         if source is None:
-            # Freeing a range's pages needs a descriptor open for writing.
-            flags = os.O_RDWR if piece.release else os.O_RDONLY
-            source = self.sources[piece.path] = os.open(piece.path, flags)
+            source = self.sources[piece.path] = _open_source(piece)
 
         start = piece.start
         while start < piece.end:
@@ -210,6 +208,16 @@ class _ChunkWriter:
             start += copied
         if piece.release:
             release_file_range(source, piece.start, piece.end)
+
+
+def _open_source(piece: FileRange) -> int:
+    """A descriptor to copy ``piece`` from: open for writing too where its pages are to be
+    freed (which needs it), read-only where that is refused (a umask that took the owner's
+    write bit, say): freeing is best effort, the copy is not."""
+    if piece.release:
+        with contextlib.suppress(PermissionError):
+            return os.open(piece.path, os.O_RDWR)
+    return os.open(piece.path, os.O_RDONLY)
 
 
 _FALLOC_FL_KEEP_SIZE = 0x01

@@ -476,3 +476,28 @@ def test_a_released_range_is_copied_whole_and_then_freed(tmp_path):
     assert len(after) == len(content)
     assert after[:1000] == content[:1000] and after[9000:] == content[9000:]
     assert after[1000:9000] in (content[1000:9000], bytes(8000))
+
+
+def test_a_released_range_is_copied_when_its_file_cannot_be_opened_for_writing(
+    tmp_path, monkeypatch
+):
+    # Freeing the pages needs the source open for writing; where that is refused (a umask
+    # without the owner's write bit) the range is still copied, and only not freed.
+    source = tmp_path / "spill.part"
+    content = bytes(range(256)) * 8
+    source.write_bytes(content)
+    real_open = os.open
+
+    def no_writing(path, flags, *args):
+        if flags & (os.O_WRONLY | os.O_RDWR) and str(path) == str(source):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", no_writing)
+    target = tmp_path / "out"
+    outputs.atomic_write_chunks(
+        str(target), [outputs.FileRange(str(source), 100, 1500, release=True)]
+    )
+
+    assert target.read_bytes() == content[100:1500]
+    assert source.read_bytes() == content
