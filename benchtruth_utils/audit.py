@@ -50,7 +50,14 @@ from .claimed import (
     mark_claimed_rows,
     read_claimed_table,
 )
-from .coverage import Plan, compare_plan, coverage_grid, find_inert_factors, plan_from_config
+from .coverage import (
+    GRID_LEGEND,
+    Plan,
+    compare_plan,
+    coverage_grid,
+    find_inert_factors,
+    plan_from_config,
+)
 from .errors import ArtifactsChangedError
 from .figures import (
     COVERAGE_HEATMAP_FILE,
@@ -58,6 +65,7 @@ from .figures import (
     coverage_heatmap_png,
     plot_metrics_by_configuration,
     save_png,
+    warm_up_heatmap_drawing,
     write_coverage_heatmap,
 )
 from .findings import Finding, Reason, Scope
@@ -621,6 +629,10 @@ class HeatmapDrawer:
 
 def _draw_when_asked(connection: multiprocessing.connection.Connection, parent_pid: int) -> None:
     die_with_parent(parent_pid)
+    # The grid comes after the scan; drawing a small one meanwhile makes the real one
+    # faster, and the audit waits for that one.
+    with contextlib.suppress(Exception):
+        warm_up_heatmap_drawing(GRID_LEGEND)
     try:
         grid = connection.recv()
     except EOFError:
