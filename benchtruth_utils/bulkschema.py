@@ -14,6 +14,7 @@ jsonschema, run once the answer is "not valid" (see :func:`truth.validate_truth`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -119,11 +120,12 @@ def conforms(values: Sequence[Any], schema: Mapping[str, Any] | bool) -> bool:
         return False
 
     if "minLength" in schema or "pattern" in schema:
-        strings = {value for value in values if type(value) is str}
+        # Distinct values first: a column repeats a few strings many times.
+        strings = {value for value in set_of(values) if type(value) is str}
         if strings and not _strings_conform(strings, schema):
             return False
     if "minimum" in schema:
-        numbers = [value for value in values if json_type(value) in ("integer", "number")]
+        numbers = [value for value in values if type(value) is int or type(value) is float]
         if numbers and min(numbers) < schema["minimum"]:
             return False
     if "items" in schema or "minItems" in schema:
@@ -137,9 +139,25 @@ def conforms(values: Sequence[Any], schema: Mapping[str, Any] | bool) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=64)
+def _python_types_of(declared: str | tuple[str, ...]) -> frozenset[type]:
+    """The Python types whose values every one of the ``declared`` JSON types admits
+    (a float is an integer only when integral, so it is left to the value check)."""
+    declared_types = {declared} if isinstance(declared, str) else set(declared)
+    if "number" in declared_types:
+        declared_types.add("integer")
+    return frozenset(kind for kind, name in _JSON_TYPES.items() if name in declared_types)
+
+
 def _types_conform(values: Sequence[Any], declared: str | list[str]) -> bool:
+    kinds = set(map(type, values))
+    hashable = declared if isinstance(declared, str) else tuple(declared)
+    if kinds <= _python_types_of(hashable):
+        # The usual answer, found without looking at any value twice.
+        return True
+
     declared_types = [declared] if isinstance(declared, str) else list(declared)
-    for kind in set(map(type, values)):
+    for kind in kinds:
         found = _JSON_TYPES.get(kind, "other")
         if found in declared_types or (found == "integer" and "number" in declared_types):
             continue
@@ -152,10 +170,25 @@ def _types_conform(values: Sequence[Any], declared: str | list[str]) -> bool:
 def _all_in(values: Sequence[Any], allowed: Sequence[Any]) -> bool:
     try:
         # Keyed by type too: a set holds only one of 1 and True, which JSON tells apart.
-        distinct = [value for _, value in set(zip(map(type, values), values, strict=True))]
+        typed = set(zip(map(type, values), values, strict=True))
     except TypeError:
         distinct = list(values)
+    else:
+        if typed <= _typed_choices(allowed):
+            # Each value is a choice of the same type: equal in JSON too.
+            return True
+        distinct = [value for _, value in typed]
     return all(any(_same_json_value(value, choice) for choice in allowed) for value in distinct)
+
+
+def _typed_choices(allowed: Sequence[Any]) -> set[tuple[type, Any]]:
+    """The hashable choices of an enum, each with its type (see :func:`_all_in`)."""
+    choices = set()
+    for choice in allowed:
+        # A list or object among the choices is left to the slow path.
+        with contextlib.suppress(TypeError):
+            choices.add((type(choice), choice))
+    return choices
 
 
 def _any_of_conforms(values: Sequence[Any], branches: Sequence[Mapping[str, Any]]) -> bool:
