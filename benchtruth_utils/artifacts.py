@@ -18,7 +18,7 @@ import re
 import stat
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import orjson
 import yaml
@@ -35,7 +35,35 @@ METRICS_FILE = "metrics.json"
 STATUS_RUN_FILE = "STATUS_RUN.json"
 CONFIG_FILE = os.path.join("configs", "resolved_config.yaml")
 
-YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+class YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """PyYAML's safe loader (libyaml's C parser when present), remembering the implicit tag
+    of each plain scalar it has resolved.
+
+    The tag of a scalar (null, bool, int, float or str) depends on its text alone, and
+    PyYAML finds it by trying the resolvers' regular expressions in Python, one scalar
+    at a time: a seventh of parsing a runner's config, whose keys and values repeat from
+    one bench dir to the next.
+    """
+
+    _remembered_tags: ClassVar[dict[tuple[str, Any], str]] = {}
+    # Past this many, the memory is emptied: values unique to one dir (its paths and
+    # hashes) would otherwise pile up over a large benchmark.
+    _MAX_REMEMBERED_TAGS = 4096
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is not yaml.ScalarNode:
+            return super().resolve(kind, value, implicit)
+        key = (value, implicit)
+        tag = self._remembered_tags.get(key)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(self._remembered_tags) >= self._MAX_REMEMBERED_TAGS:
+                self._remembered_tags.clear()
+            self._remembered_tags[key] = tag
+        return tag
+
+
 MAX_YAML_FLOW_DEPTH = 1000
 
 _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \| (\w+) \| (.*)$")

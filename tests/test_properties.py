@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchtruth_utils.artifacts import read_config, read_metrics, read_status_run
+from benchtruth_utils.artifacts import YamlLoader, read_config, read_metrics, read_status_run
 from benchtruth_utils.benchlist import read_bench_list
 from benchtruth_utils.claimed import mark_claimed_rows, read_claimed_table
 from benchtruth_utils.coverage import find_inert_factors, plan_from_config
@@ -187,3 +187,38 @@ def test_lexical_relative_answers_as_relpath_does(path, root):
     outside = relative == os.pardir or relative.startswith(os.pardir + os.sep)
 
     assert lexical_relative(path_text, root_text) == (None if outside else relative)
+
+
+YAML_SCALAR_TEXTS = st.sampled_from(
+    [
+        "yes", "No", "on", "OFF", "true", "~", "null", "Null", "", "1e3", "1.5", ".inf",
+        "-.Inf", ".nan", "0x1F", "0o17", "012", "1_000", "+12", "-0", "2001-12-14",
+        "2001-12-14t21:59:43.10-05:00", '"quoted 3"', "'7'", "plain text", "<<", "=",
+        "0b101", "1:20", "!!str 5", "3.", "-.5", "7", '"yes"', "'~'", "'7'",
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "1", "no", "x y"]), YAML_SCALAR_TEXTS)))
+def test_config_loader_remembering_tags_reads_as_the_stock_loader(pairs):
+    # Each text twice, so that the second reading takes remembered tags.
+    text = "".join(f"k{index}_{key}: {value}\n" for index, (key, value) in enumerate(pairs))
+    stock = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for _ in range(2):
+        try:
+            expected = repr(yaml.load(text, Loader=stock))
+        except yaml.YAMLError:
+            expected = "refused"
+        try:
+            found = repr(yaml.load(text, Loader=YamlLoader))
+        except yaml.YAMLError:
+            found = "refused"
+        assert found == expected
+
+
+def test_config_loader_forgets_tags_past_its_limit():
+    many = "".join(f"k{index}: v{index}\n" for index in range(YamlLoader._MAX_REMEMBERED_TAGS))
+    yaml.load(many, Loader=YamlLoader)
+
+    assert len(YamlLoader._remembered_tags) <= YamlLoader._MAX_REMEMBERED_TAGS
