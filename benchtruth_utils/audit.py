@@ -460,6 +460,13 @@ def cycle_collector_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        if gc.get_freeze_count() == 0:
+            # What the block made and left alive joins the oldest generation at once.
+            # Left in the youngest, the first collection after the block walked all of it,
+            # a million records and more: 0.4 s at the end of auditing 1M runs. (Skipped
+            # when the caller has frozen objects of its own, which unfreezing would free.)
+            gc.freeze()
+            gc.unfreeze()
         if was_enabled:
             gc.enable()
 

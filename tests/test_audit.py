@@ -307,3 +307,46 @@ def test_benchtruths_own_table_without_a_kept_claimed_one_is_no_claimed_table(tm
     )
     assert [w["code"] for w in result.truth["warnings"]] == ["claimed_table_written_by_benchtruth"]
     assert result.truth["warnings"][0]["detail"].endswith("treated as no claimed table")
+
+
+def test_what_a_paused_collector_block_made_is_old_yet_collectable():
+    import gc
+    import weakref
+
+    from benchtruth_utils.audit import cycle_collector_paused
+
+    class Node:
+        pass
+
+    was_enabled = gc.isenabled()
+    with cycle_collector_paused():
+        assert not gc.isenabled()
+        kept = [[index] for index in range(50_000)]
+        cycle = Node()
+        cycle.itself = cycle
+        watch = weakref.ref(cycle)
+        del cycle
+
+    assert gc.isenabled() is was_enabled
+    # Not left for the young generations' next passes to walk.
+    assert any(item is kept for item in gc.get_objects(generation=2))
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert watch() is None
+    assert len(kept) == 50_000
+
+
+def test_a_paused_collector_block_leaves_the_callers_frozen_objects_frozen():
+    import gc
+
+    from benchtruth_utils.audit import cycle_collector_paused
+
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    try:
+        with cycle_collector_paused():
+            made = [[index] for index in range(1_000)]
+        assert gc.get_freeze_count() == frozen
+        assert len(made) == 1_000
+    finally:
+        gc.unfreeze()
