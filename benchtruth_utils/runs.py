@@ -319,7 +319,7 @@ def _quality_metrics(result: dict) -> tuple[list[float | None], tuple[str, ...],
     """The four quality metrics (None where missing or non-finite), the non-finite names,
     and the problem when one is not a number at all."""
     values: list[float | None] = list(map(result.get, QUALITY_METRICS))
-    if all(type(value) is float for value in values) and _finite_sum(values):
+    if tuple(map(type, values)) == _ALL_FLOATS and _finite_sum(values):
         # The common case, finite floats, without the general classification.
         return values, (), None
 
@@ -336,11 +336,18 @@ def _quality_metrics(result: dict) -> tuple[list[float | None], tuple[str, ...],
     return values, tuple(nonfinite), None
 
 
+_ALL_FLOATS = (float,) * len(QUALITY_METRICS)
+
+
 def _finite_sum(values: Sequence[float]) -> bool:
     # Finite only if every value is; finite values whose sum overflows take the slow path,
     # which answers right.
     total = sum(values)
     return total - total == 0.0
+
+
+# What a result without efficiency figures (the usual one) holds for them.
+_NOT_LOGGED = [None] * len(EFFICIENCY_METRICS)
 
 
 def records_from_dir(
@@ -456,9 +463,9 @@ def records_from_dir(
             continue
 
         efficiency = list(map(result.get, EFFICIENCY_METRICS))
-        for position, name in enumerate(EFFICIENCY_METRICS):
+        for position, name in enumerate(EFFICIENCY_METRICS if efficiency != _NOT_LOGGED else ()):
             if efficiency[position] is None:
-                continue  # not logged: the usual case, and _number's answer
+                continue  # not logged: _number's answer
             number, kind = _number(efficiency[position])
             if kind == "bad":
                 verdict.warnings.append(
