@@ -23,7 +23,7 @@ import stat
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -896,9 +896,8 @@ def _log_narrative(truth: Mapping[str, Any]) -> None:
         logger.warning("drifted claimed row %d (%s): %s differ", row["row"], key, columns)
 
 
-def _warn_other_host(truth_path: str, host_tag: str) -> None:
+def _warn_other_host(previous_host: str | None, host_tag: str) -> None:
     """Say so when this audit replaces the evidence another host left in the same folder."""
-    previous_host = previous_host_tag(truth_path)
     if previous_host not in (None, host_tag):
         logger.warning(
             "replacing the truth file of host %s in this output_dir; give each host its own "
@@ -1051,9 +1050,6 @@ def run_audit(
                     rel_tol=rel_tol,
                     abs_tol=abs_tol,
                 )
-            with times.phase("log what was counted"):
-                _log_narrative(truth)
-
             # The marked copy goes first: once it exists, nothing of the claimed table is lost
             # even if a later step (or 02) replaces the table itself.
             marked_path = None
@@ -1063,17 +1059,29 @@ def run_audit(
                     atomic_write_text(
                         marked_path, frame_to_csv_text(marked.marked, list(marked.marked.columns))
                     )
-                logger.info("wrote %s", MARKED_CLAIMED_FILE)
 
             truth_path = os.path.join(output_dir, TRUTH_FILE)
-            _warn_other_host(truth_path, host_tag)
-            with times.phase("validate and write truth file"):
-                write_truth(truth_path, truth)
+            # Read before this audit's truth file replaces it.
+            previous_host = previous_host_tag(truth_path)
+            # Written in a thread: most of it is the kernel copying run lines and flushing
+            # them (a second at 1M runs), which holds no lock, so the log and the report
+            # are made meanwhile. Nothing is logged from the thread: the log keeps its order.
+            with ThreadPoolExecutor(1, thread_name_prefix="benchtruth-truth") as truth_writer:
+                writing = truth_writer.submit(write_truth, truth_path, truth)
+                with times.phase("log what was counted"):
+                    _log_narrative(truth)
+                    if marked_path is not None:
+                        logger.info("wrote %s", MARKED_CLAIMED_FILE)
+                    _warn_other_host(previous_host, host_tag)
+                with times.phase("render report"):
+                    report_text = render_report(truth)
+                with times.phase("wait for truth file (validated and written beside the log)"):
+                    writing.result()
             logger.info("wrote %s", TRUTH_FILE)
 
             with times.phase("write report"):
                 report_path = os.path.join(output_dir, REPORT_FILE)
-                atomic_write_text(report_path, render_report(truth))
+                atomic_write_text(report_path, report_text)
             logger.info("wrote %s", REPORT_FILE)
         logger.info("wrote %s", COVERAGE_HEATMAP_FILE)
 

@@ -105,7 +105,7 @@ def test_the_timings_log_names_every_phase_and_the_scale(tmp_path):
     result, _ = audit_case(REALRUNS, tmp_path)
 
     text = (tmp_path / "analysis" / "logs" / "benchmark_truthfulness_4090.timings.log").read_text()
-    for phase in ("scan bench dirs", "select newest runs", "validate and write truth file"):
+    for phase in ("scan bench dirs", "select newest runs", "wait for truth file", "render report"):
         assert phase in text
     assert f"real_runs: {result.truth['real_run_count']}" in text
     assert set(result.timings) >= {"scan bench dirs", "draw coverage heatmap"}
