@@ -1002,8 +1002,6 @@ def run_audit(
         drawer = audit_scope.enter_context(heatmap_drawer(in_background=worker_processes > 1))
         with times.phase("scan bench dirs"):
             scan = scan_bench_dirs(listed.entries, run_logs, spill_prefix, workers, progress)
-        with times.phase("look for unlisted dirs"):
-            listed.findings.extend(find_unlisted_dirs(listed.entries, project_root))
         with times.phase("select newest runs"):
             kept_positions, superseded_pairs = newest_indices(
                 scan.records, in_order=scan.order.increasing
@@ -1027,6 +1025,9 @@ def run_audit(
         # of 100k runs drawing it takes as long as everything below, on 1M far less.
         heatmap_path = os.path.join(output_dir, COVERAGE_HEATMAP_FILE)
         with heatmap_drawn_beside(drawer, grid, heatmap_path, times):
+            # Not needed by the grid: looked for while the heatmap is drawn.
+            with times.phase("look for unlisted dirs"):
+                listed.findings.extend(find_unlisted_dirs(listed.entries, project_root))
             with times.phase("mark claimed table"):
                 claimed_path = os.path.join(paper_tables_dir, CLAIMED_TABLE_FILE)
                 claimed_section, marked, claimed_findings = _mark_claimed(
