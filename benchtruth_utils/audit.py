@@ -23,7 +23,8 @@ import stat
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -73,8 +74,10 @@ from .outputs import (
     EncodedItems,
     atomic_write_bytes,
     atomic_write_text,
+    discard_file,
     frame_to_csv_text,
     output_dir_lock,
+    publish_file,
 )
 from .params import (
     DEFAULT_HOST_TAGS,
@@ -119,7 +122,7 @@ from .truth import (
     generation_time,
     load_truth,
     previous_host_tag,
-    write_truth,
+    write_truth_unpublished,
 )
 from .verify import verify_truth
 
@@ -896,6 +899,13 @@ def _log_narrative(truth: Mapping[str, Any]) -> None:
         logger.warning("drifted claimed row %d (%s): %s differ", row["row"], key, columns)
 
 
+def _discard_when_written(writing: Future[str]) -> None:
+    """Wait for ``writing`` to end, and remove the unpublished file it wrote, if any."""
+    futures.wait([writing])
+    if not writing.cancelled() and writing.exception() is None:
+        discard_file(writing.result())
+
+
 def _warn_other_host(previous_host: str | None, host_tag: str) -> None:
     """Say so when this audit replaces the evidence another host left in the same folder."""
     if previous_host not in (None, host_tag):
@@ -1067,17 +1077,23 @@ def run_audit(
             # Written in a thread: most of it is the kernel copying run lines and flushing
             # them (a second at 1M runs), which holds no lock, so the log and the report
             # are made meanwhile. Nothing is logged from the thread: the log keeps its order.
+            # The file takes the place of the old one only once the report is ready too.
             with ThreadPoolExecutor(1, thread_name_prefix="benchtruth-truth") as truth_writer:
-                writing = truth_writer.submit(write_truth, truth_path, truth)
-                with times.phase("log what was counted"):
-                    _log_narrative(truth)
-                    if marked_path is not None:
-                        logger.info("wrote %s", MARKED_CLAIMED_FILE)
-                    _warn_other_host(previous_host, host_tag)
-                with times.phase("render report"):
-                    report_text = render_report(truth)
-                with times.phase("wait for truth file (validated and written beside the log)"):
-                    writing.result()
+                writing = truth_writer.submit(write_truth_unpublished, truth_path, truth)
+                try:
+                    with times.phase("log what was counted"):
+                        _log_narrative(truth)
+                        if marked_path is not None:
+                            logger.info("wrote %s", MARKED_CLAIMED_FILE)
+                        _warn_other_host(previous_host, host_tag)
+                    with times.phase("render report"):
+                        report_text = render_report(truth)
+                    with times.phase("wait for truth file (validated and written beside the log)"):
+                        written_truth = writing.result()
+                except BaseException:
+                    _discard_when_written(writing)
+                    raise
+            publish_file(written_truth, truth_path)
             logger.info("wrote %s", TRUTH_FILE)
 
             with times.phase("write report"):

@@ -107,6 +107,14 @@ def atomic_write_chunks(path: str, chunks: Iterable[str | bytes | FileRange]) ->
 
     See :func:`atomic_write_bytes`; a lone surrogate in the text is written as its escape.
     """
+    publish_file(write_unpublished(path, chunks), path)
+
+
+def write_unpublished(path: str, chunks: Iterable[str | bytes | FileRange]) -> str:
+    """:func:`atomic_write_chunks` up to, not including, the rename: the pieces go to a new
+    temporary file beside ``path`` and are flushed to disk. Returns its name, to be given to
+    :func:`publish_file` or :func:`discard_file`; when writing fails, nothing is left.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     # Named by the process, so that the next audit can remove what a killed one left.
@@ -118,11 +126,25 @@ def atomic_write_chunks(path: str, chunks: Iterable[str | bytes | FileRange]) ->
             writer.flush()
             os.fsync(handle)
         os.chmod(temporary, 0o644)
+    except BaseException:
+        discard_file(temporary)
+        raise
+    return temporary
+
+
+def publish_file(temporary: str, path: str) -> None:
+    """Put the file :func:`write_unpublished` wrote in the place of ``path``, in one rename."""
+    try:
         os.replace(temporary, path)
     except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        discard_file(temporary)
         raise
+
+
+def discard_file(temporary: str) -> None:
+    """Remove a file :func:`write_unpublished` wrote, if it is still there."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
 
 
 # Small pieces are gathered up to this size before a write.

@@ -17,7 +17,13 @@ import orjson
 
 from . import bulkschema
 from .errors import ParameterError, TruthFileError
-from .outputs import EncodedItems, FileRange, atomic_write_chunks, iter_strict_json
+from .outputs import (
+    EncodedItems,
+    FileRange,
+    iter_strict_json,
+    publish_file,
+    write_unpublished,
+)
 from .runs import RECORD_FIELDS, RunRecord
 
 SCHEMA_VERSION = 1
@@ -293,8 +299,14 @@ def truth_json_chunks(document: Mapping[str, Any]) -> Iterator[str | bytes | Fil
 
 def write_truth(path: str, document: Mapping[str, Any]) -> None:
     """Validate the truth document against its schema, then write it as strict JSON, atomically."""
+    publish_file(write_truth_unpublished(path, document), path)
+
+
+def write_truth_unpublished(path: str, document: Mapping[str, Any]) -> str:
+    """:func:`write_truth` but for the last step: returns the written file's temporary name,
+    for :func:`outputs.publish_file` to put in the place of ``path`` (or to discard)."""
     validate_truth(document, os.path.basename(path))
-    atomic_write_chunks(path, truth_json_chunks(document))
+    return write_unpublished(path, truth_json_chunks(document))
 
 
 def load_truth(path: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from benchtruth_utils import ParameterError, audit, auditlog, outputs, params, spill
 from benchtruth_utils.outputs import ITEM_SEPARATOR
+from benchtruth_utils.truth import TRUTH_FILE
 
 
 @pytest.fixture
@@ -118,7 +119,7 @@ def test_no_spill_file_outlives_an_audit_even_a_failed_one(tmp_path, monkeypatch
     def broken_write(path, document):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(audit, "write_truth", broken_write)
+    monkeypatch.setattr(audit, "write_truth_unpublished", broken_write)
     with pytest.raises(RuntimeError, match="disk full"):
         audit_case(REALRUNS, tmp_path / "failed")
     assert list((tmp_path / "failed").rglob("*.part")) == []
@@ -361,7 +362,7 @@ def test_an_audit_that_fails_before_drawing_leaves_no_drawer_behind(
     def broken_write(path, document):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(audit, "write_truth", broken_write)
+    monkeypatch.setattr(audit, "write_truth_unpublished", broken_write)
     with pytest.raises(RuntimeError, match="disk full"):
         audit.run_audit(
             bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
@@ -501,3 +502,28 @@ def test_a_released_range_is_copied_when_its_file_cannot_be_opened_for_writing(
 
     assert target.read_bytes() == content[100:1500]
     assert source.read_bytes() == content
+
+
+@pytest.mark.parametrize("failing", ["render_report", "_log_narrative"])
+def test_an_audit_that_fails_before_its_report_is_ready_publishes_no_truth_file(
+    tmp_path, monkeypatch, failing
+):
+    # The truth file is written beside the log and the report; it replaces the previous
+    # one only when both are ready, so a failure leaves the previous evidence whole.
+    audit_case(REALRUNS, tmp_path / "a")
+    truth_path = tmp_path / "a" / "analysis" / TRUTH_FILE
+    previous = truth_path.read_bytes()
+
+    def broken(*arguments, **keywords):
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(audit, failing, broken)
+    with pytest.raises(RuntimeError, match="broken on purpose"):
+        audit_case(REALRUNS, tmp_path / "a")
+
+    assert truth_path.read_bytes() == previous
+    assert list((tmp_path / "a").rglob("*.part")) == []
+    with pytest.raises(RuntimeError, match="broken on purpose"):
+        audit_case(REALRUNS, tmp_path / "b")
+    assert not (tmp_path / "b" / "analysis" / TRUTH_FILE).exists()
+    assert list((tmp_path / "b").rglob("*.part")) == []
