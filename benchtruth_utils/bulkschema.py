@@ -41,6 +41,9 @@ SUPPORTED_KEYWORDS = frozenset(
 )
 
 
+_KNOWN_KEYWORDS = SUPPORTED_KEYWORDS | _ANNOTATIONS
+
+
 class Unsupported(Exception):
     """The schema uses a keyword this checker does not implement."""
 
@@ -104,9 +107,8 @@ def conforms(values: Sequence[Any], schema: Mapping[str, Any] | bool) -> bool:
     if schema is False:
         return False
 
-    unknown = set(schema) - SUPPORTED_KEYWORDS - _ANNOTATIONS
-    if unknown:
-        raise Unsupported(", ".join(sorted(unknown)))
+    if not schema.keys() <= _KNOWN_KEYWORDS:
+        raise Unsupported(", ".join(sorted(schema.keys() - _KNOWN_KEYWORDS)))
 
     if "type" in schema and not _types_conform(values, schema["type"]):
         return False
@@ -132,7 +134,7 @@ def conforms(values: Sequence[Any], schema: Mapping[str, Any] | bool) -> bool:
         arrays = [value for value in values if type(value) is list]
         if arrays and not _arrays_conform(arrays, schema):
             return False
-    if {"properties", "required", "additionalProperties"} & set(schema):
+    if "properties" in schema or "required" in schema or "additionalProperties" in schema:
         objects = [value for value in values if type(value) is dict]
         if objects and not _objects_conform(objects, schema):
             return False
