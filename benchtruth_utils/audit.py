@@ -21,6 +21,7 @@ import os
 import signal
 import stat
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
@@ -78,6 +79,7 @@ from .outputs import (
     frame_to_csv_text,
     output_dir_lock,
     publish_file,
+    write_unpublished,
 )
 from .params import (
     DEFAULT_HOST_TAGS,
@@ -900,7 +902,8 @@ def _log_narrative(truth: Mapping[str, Any]) -> None:
 
 
 def _discard_when_written(writing: Future[str]) -> None:
-    """Wait for ``writing`` to end, and remove the unpublished file it wrote, if any."""
+    """Wait for ``writing`` to end (told to stop, it ends soon), and remove the unpublished
+    file it wrote, if any."""
     futures.wait([writing])
     if not writing.cancelled() and writing.exception() is None:
         discard_file(writing.result())
@@ -1061,38 +1064,47 @@ def run_audit(
                     rel_tol=rel_tol,
                     abs_tol=abs_tol,
                 )
-            # The marked copy goes first: once it exists, nothing of the claimed table is lost
-            # even if a later step (or 02) replaces the table itself.
-            marked_path = None
-            if marked is not None:
-                with times.phase("write marked claimed table"):
-                    marked_path = os.path.join(output_dir, MARKED_CLAIMED_FILE)
-                    atomic_write_text(
-                        marked_path, frame_to_csv_text(marked.marked, list(marked.marked.columns))
-                    )
-
+            # The marked claimed table, the truth file and the report take the place of the
+            # old ones in that order, once all three are ready: an audit that fails before
+            # leaves the previous ones as they were. The marked copy goes first: once it
+            # exists, nothing of the claimed table is lost even if a later step (or 02)
+            # replaces the table itself.
+            marked_path = None if marked is None else os.path.join(output_dir, MARKED_CLAIMED_FILE)
             truth_path = os.path.join(output_dir, TRUTH_FILE)
             # Read before this audit's truth file replaces it.
             previous_host = previous_host_tag(truth_path)
-            # Written in a thread: most of it is the kernel copying run lines and flushing
-            # them (a second at 1M runs), which holds no lock, so the log and the report
-            # are made meanwhile. Nothing is logged from the thread: the log keeps its order.
-            # The file takes the place of the old one only once the report is ready too.
+            written_marked = None
+            # The truth file is written in a thread: most of it is the kernel copying run
+            # lines and flushing them (a second at 1M runs), which holds no lock, so the log
+            # and the report are made meanwhile. Nothing is logged from the thread, so the
+            # log keeps its order; told to stop, it stops between two pieces.
+            stop_writing = threading.Event()
             with ThreadPoolExecutor(1, thread_name_prefix="benchtruth-truth") as truth_writer:
-                writing = truth_writer.submit(write_truth_unpublished, truth_path, truth)
+                writing = truth_writer.submit(
+                    write_truth_unpublished, truth_path, truth, stop_writing
+                )
                 try:
+                    if marked is not None:
+                        with times.phase("write marked claimed table"):
+                            csv_text = frame_to_csv_text(marked.marked, list(marked.marked.columns))
+                            written_marked = write_unpublished(marked_path, [csv_text])
                     with times.phase("log what was counted"):
                         _log_narrative(truth)
-                        if marked_path is not None:
-                            logger.info("wrote %s", MARKED_CLAIMED_FILE)
-                        _warn_other_host(previous_host, host_tag)
                     with times.phase("render report"):
                         report_text = render_report(truth)
                     with times.phase("wait for truth file (validated and written beside the log)"):
                         written_truth = writing.result()
                 except BaseException:
+                    stop_writing.set()
+                    if written_marked is not None:
+                        discard_file(written_marked)
                     _discard_when_written(writing)
                     raise
+
+            if written_marked is not None:
+                publish_file(written_marked, marked_path)
+                logger.info("wrote %s", MARKED_CLAIMED_FILE)
+            _warn_other_host(previous_host, host_tag)
             publish_file(written_truth, truth_path)
             logger.info("wrote %s", TRUTH_FILE)
 

@@ -8,7 +8,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -166,6 +167,9 @@ def run_lines(
     a column, where the caller has them already."""
     if columns is None:
         columns = list(zip(*records, strict=True))
+    if records and len(columns) != len(RECORD_FIELDS):
+        # All records have as many fields as there are columns (zip checked that).
+        raise ValueError(f"a record has {len(columns)} fields, not {len(RECORD_FIELDS)}")
     for name in _number_fields() if records else ():
         if not _finite_numbers(columns[RECORD_FIELDS.index(name)]):
             raise ValueError(f"Out of range float values are not JSON compliant (in {name})")
@@ -302,11 +306,31 @@ def write_truth(path: str, document: Mapping[str, Any]) -> None:
     publish_file(write_truth_unpublished(path, document), path)
 
 
-def write_truth_unpublished(path: str, document: Mapping[str, Any]) -> str:
+def write_truth_unpublished(
+    path: str, document: Mapping[str, Any], stop: threading.Event | None = None
+) -> str:
     """:func:`write_truth` but for the last step: returns the written file's temporary name,
-    for :func:`outputs.publish_file` to put in the place of ``path`` (or to discard)."""
+    for :func:`outputs.publish_file` to put in the place of ``path`` (or to discard).
+
+    Raises
+    ------
+    WritingStopped
+        When ``stop`` is set before the file is whole (nothing is left behind then).
+    """
     validate_truth(document, os.path.basename(path))
-    return write_unpublished(path, truth_json_chunks(document))
+    chunks = truth_json_chunks(document)
+    return write_unpublished(path, chunks if stop is None else _until(stop, chunks))
+
+
+class WritingStopped(Exception):
+    """A writer was told to stop before its file was whole."""
+
+
+def _until(stop: threading.Event, chunks: Iterable[Any]) -> Iterator[Any]:
+    for chunk in chunks:
+        if stop.is_set():
+            raise WritingStopped("told to stop before the truth file was whole")
+        yield chunk
 
 
 def load_truth(path: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchtruth_utils import ParameterError, audit, auditlog, outputs, params, spill
+from benchtruth_utils.audit import MARKED_CLAIMED_FILE
 from benchtruth_utils.outputs import ITEM_SEPARATOR
 from benchtruth_utils.truth import TRUTH_FILE
 
@@ -116,7 +117,7 @@ def test_no_spill_file_outlives_an_audit_even_a_failed_one(tmp_path, monkeypatch
     audit_case(REALRUNS, tmp_path / "ok")
     assert list((tmp_path / "ok").rglob("*.part")) == []
 
-    def broken_write(path, document):
+    def broken_write(path, document, stop=None):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(audit, "write_truth_unpublished", broken_write)
@@ -359,7 +360,7 @@ def test_a_heatmap_drawn_beside_that_fails_fails_the_audit(
 def test_an_audit_that_fails_before_drawing_leaves_no_drawer_behind(
     tmp_path, monkeypatch, workers_for_any_tree
 ):
-    def broken_write(path, document):
+    def broken_write(path, document, stop=None):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(audit, "write_truth_unpublished", broken_write)
@@ -504,6 +505,9 @@ def test_a_released_range_is_copied_when_its_file_cannot_be_opened_for_writing(
     assert source.read_bytes() == content
 
 
+PUBLISHED_TOGETHER = (MARKED_CLAIMED_FILE, TRUTH_FILE, "benchmark_truthfulness.md")
+
+
 @pytest.mark.parametrize("failing", ["render_report", "_log_narrative"])
 def test_an_audit_that_fails_before_its_report_is_ready_publishes_no_truth_file(
     tmp_path, monkeypatch, failing
@@ -511,8 +515,8 @@ def test_an_audit_that_fails_before_its_report_is_ready_publishes_no_truth_file(
     # The truth file is written beside the log and the report; it replaces the previous
     # one only when both are ready, so a failure leaves the previous evidence whole.
     audit_case(REALRUNS, tmp_path / "a")
-    truth_path = tmp_path / "a" / "analysis" / TRUTH_FILE
-    previous = truth_path.read_bytes()
+    analysis = tmp_path / "a" / "analysis"
+    previous = {name: (analysis / name).read_bytes() for name in PUBLISHED_TOGETHER}
 
     def broken(*arguments, **keywords):
         raise RuntimeError("broken on purpose")
@@ -521,7 +525,7 @@ def test_an_audit_that_fails_before_its_report_is_ready_publishes_no_truth_file(
     with pytest.raises(RuntimeError, match="broken on purpose"):
         audit_case(REALRUNS, tmp_path / "a")
 
-    assert truth_path.read_bytes() == previous
+    assert {name: (analysis / name).read_bytes() for name in PUBLISHED_TOGETHER} == previous
     assert list((tmp_path / "a").rglob("*.part")) == []
     with pytest.raises(RuntimeError, match="broken on purpose"):
         audit_case(REALRUNS, tmp_path / "b")

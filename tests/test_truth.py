@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
+from pathlib import Path
 
 import pytest
 from conftest import CASES, audit_case
@@ -12,11 +14,13 @@ from benchtruth_utils import TruthFileError
 from benchtruth_utils.findings import Reason
 from benchtruth_utils.outputs import iter_strict_json
 from benchtruth_utils.truth import (
+    WritingStopped,
     load_truth,
     previous_host_tag,
     truth_schema,
     validate_truth,
     write_truth,
+    write_truth_unpublished,
 )
 
 
@@ -57,6 +61,19 @@ def test_validate_truth_names_the_violation(truth, change, message):
     with pytest.raises(TruthFileError, match="does not match the schema") as caught:
         validate_truth(broken)
     assert message in str(caught.value)
+
+
+def test_a_truth_writer_told_to_stop_leaves_nothing(truth, tmp_path):
+    stop = threading.Event()
+    stop.set()
+
+    with pytest.raises(WritingStopped):
+        write_truth_unpublished(str(tmp_path / "t.json"), truth, stop)
+    assert list(tmp_path.iterdir()) == []
+
+    written = write_truth_unpublished(str(tmp_path / "t.json"), truth, threading.Event())
+    assert json.loads(Path(written).read_text()) == truth
+    assert not (tmp_path / "t.json").exists()
 
 
 def test_write_truth_refuses_nan_that_the_schema_lets_through(truth, tmp_path):
