@@ -38,21 +38,28 @@ CONFIG_FILE = os.path.join("configs", "resolved_config.yaml")
 
 class YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """PyYAML's safe loader (libyaml's C parser when present), remembering the implicit tag
-    of each plain scalar it has resolved.
+    of each short plain scalar it has resolved.
 
-    The tag of a scalar (null, bool, int, float or str) depends on its text alone, and
-    PyYAML finds it by trying the resolvers' regular expressions in Python, one scalar
+    The tag of a plain scalar (null, bool, int, float or str) depends on its text alone,
+    and PyYAML finds it by trying the resolvers' regular expressions in Python, one scalar
     at a time: a seventh of parsing a runner's config, whose keys and values repeat from
-    one bench dir to the next.
+    one bench dir to the next. A subclass, which may add resolvers, resolves as PyYAML does.
     """
 
     _remembered_tags: ClassVar[dict[tuple[str, Any], str]] = {}
     # Past this many, the memory is emptied: values unique to one dir (its paths and
-    # hashes) would otherwise pile up over a large benchmark.
+    # hashes) would otherwise pile up over a large benchmark. Longer texts are not kept,
+    # so that the memory stays small whatever the configs hold.
     _MAX_REMEMBERED_TAGS = 4096
+    _MAX_REMEMBERED_LENGTH = 128
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
-        if kind is not yaml.ScalarNode:
+        if (
+            kind is not yaml.ScalarNode
+            or not implicit[0]
+            or type(self) is not YamlLoader
+            or len(value) > self._MAX_REMEMBERED_LENGTH
+        ):
             return super().resolve(kind, value, implicit)
         key = (value, implicit)
         tag = self._remembered_tags.get(key)

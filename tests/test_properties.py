@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 
 import yaml
@@ -222,3 +223,19 @@ def test_config_loader_forgets_tags_past_its_limit():
     yaml.load(many, Loader=YamlLoader)
 
     assert len(YamlLoader._remembered_tags) <= YamlLoader._MAX_REMEMBERED_TAGS
+
+
+def test_config_loader_keeps_no_long_text_and_leaves_subclasses_their_resolvers():
+    YamlLoader._remembered_tags.clear()
+    yaml.load("long: " + "x" * 10_000 + "\n", Loader=YamlLoader)
+    assert all(
+        len(text) <= YamlLoader._MAX_REMEMBERED_LENGTH for text, _ in YamlLoader._remembered_tags
+    )
+
+    class NoneIsNull(YamlLoader):
+        pass
+
+    NoneIsNull.add_implicit_resolver("tag:yaml.org,2002:null", re.compile("^none$"), ["n"])
+    for _ in range(2):
+        assert yaml.load("v: none", Loader=YamlLoader) == {"v": "none"}
+        assert yaml.load("v: none", Loader=NoneIsNull) == {"v": None}
