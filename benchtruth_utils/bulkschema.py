@@ -14,7 +14,6 @@ jsonschema, run once the answer is "not valid" (see :func:`truth.validate_truth`
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -122,13 +121,14 @@ def conforms(values: Sequence[Any], schema: Mapping[str, Any] | bool) -> bool:
         return False
 
     if "minLength" in schema or "pattern" in schema:
-        # Distinct values first: a column repeats a few strings many times.
-        strings = {value for value in set_of(values) if type(value) is str}
+        strings = _distinct_strings(values)
         if strings and not _strings_conform(strings, schema):
             return False
     if "minimum" in schema:
         numbers = [value for value in values if type(value) is int or type(value) is float]
-        if numbers and min(numbers) < schema["minimum"]:
+        # Value by value, as jsonschema compares: min() of a column holding NaN may be NaN.
+        minimum = schema["minimum"]
+        if any(number < minimum for number in numbers):
             return False
     if "items" in schema or "minItems" in schema:
         arrays = [value for value in values if type(value) is list]
@@ -184,13 +184,12 @@ def _all_in(values: Sequence[Any], allowed: Sequence[Any]) -> bool:
 
 
 def _typed_choices(allowed: Sequence[Any]) -> set[tuple[type, Any]]:
-    """The hashable choices of an enum, each with its type (see :func:`_all_in`)."""
-    choices = set()
-    for choice in allowed:
-        # A list or object among the choices is left to the slow path.
-        with contextlib.suppress(TypeError):
-            choices.add((type(choice), choice))
-    return choices
+    """The scalar choices of an enum, each with its type (see :func:`_all_in`): for them,
+    equal with the same type is equal in JSON. Any other choice is left to the slow path."""
+    return {(type(choice), choice) for choice in allowed if type(choice) in _SCALAR_TYPES}
+
+
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
 def _any_of_conforms(values: Sequence[Any], branches: Sequence[Mapping[str, Any]]) -> bool:
@@ -240,7 +239,20 @@ def set_of(values: Sequence[Any]) -> Iterable[Any]:
         return values
 
 
-def _strings_conform(strings: set[str], schema: Mapping[str, Any]) -> bool:
+def _distinct_strings(values: Sequence[Any]) -> list[str]:
+    """The values that are strings (str or a subclass, as jsonschema has it), each once.
+
+    Deduplicated with their types, so that no value equal to a string can stand in for
+    it: a column repeats a few strings many times.
+    """
+    try:
+        typed = set(zip(map(type, values), values, strict=True))
+    except TypeError:  # an unhashable value among them
+        return [value for value in values if isinstance(value, str)]
+    return [value for kind, value in typed if issubclass(kind, str)]
+
+
+def _strings_conform(strings: Iterable[str], schema: Mapping[str, Any]) -> bool:
     if "minLength" in schema and any(len(text) < schema["minLength"] for text in strings):
         return False
     if "pattern" in schema:

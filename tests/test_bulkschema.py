@@ -40,6 +40,10 @@ JSON_VALUES = st.recursive(
 )
 
 
+class _Text(str):
+    """A str subclass, as a library's string enum is."""
+
+
 def jsonschema_says(document, schema) -> bool:
     return jsonschema.Draft202012Validator(schema).is_valid(document)
 
@@ -123,6 +127,14 @@ def test_columns_of_records_get_the_same_verdict(name, item_schema, data):
         (["/x"], {"type": "string", "not": {"pattern": "^(/|[A-Za-z]:\\\\)"}}, False),
         ([math.inf], {"type": "number", "minimum": 0}, True),
         ([(1, 2)], {"type": "array"}, False),
+        # A str subclass equal to a str stands in for neither.
+        ([_Text("x"), "x"], {"pattern": "^y"}, False),
+        (["x", _Text("x")], {"pattern": "^y"}, False),
+        ([_Text("abc"), "abc"], {"minLength": 5}, False),
+        ([_Text("yes")], {"pattern": "^y"}, True),
+        ([math.nan, -1], {"type": "number", "minimum": 0}, False),
+        ([-1, math.nan], {"type": "number", "minimum": 0}, False),
+        ([(True,)], {"enum": [(1,)]}, False),
     ],
 )
 def test_edge_values_match_jsonschema(values, schema, valid):
@@ -209,6 +221,12 @@ def test_run_lines_refuse_what_json_refuses(field, bad, position):
         truth_module.run_lines(records)
     with pytest.raises(ValueError, match="Out of range float"):
         truth_module.encode_run_line(records[position]._asdict())
+
+
+@pytest.mark.parametrize("fields", [1, len(RunRecord._fields) - 1, len(RunRecord._fields) + 1])
+def test_run_lines_refuse_a_record_of_another_length(fields):
+    with pytest.raises(ValueError, match="fields"):
+        truth_module.run_lines([(1.0,) * fields])
 
 
 def test_a_surrogate_pair_held_as_two_characters_is_refused_not_merged():
