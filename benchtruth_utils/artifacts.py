@@ -54,20 +54,16 @@ class YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore
     _MAX_REMEMBERED_LENGTH = 128
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
-        if (
-            kind is not yaml.ScalarNode
-            or not implicit[0]
-            or type(self) is not YamlLoader
-            or len(value) > self._MAX_REMEMBERED_LENGTH
-        ):
+        if kind is not yaml.ScalarNode or type(self) is not YamlLoader:
             return super().resolve(kind, value, implicit)
         key = (value, implicit)
         tag = self._remembered_tags.get(key)
         if tag is None:
             tag = super().resolve(kind, value, implicit)
-            if len(self._remembered_tags) >= self._MAX_REMEMBERED_TAGS:
-                self._remembered_tags.clear()
-            self._remembered_tags[key] = tag
+            if implicit[0] and len(value) <= self._MAX_REMEMBERED_LENGTH:
+                if len(self._remembered_tags) >= self._MAX_REMEMBERED_TAGS:
+                    self._remembered_tags.clear()
+                self._remembered_tags[key] = tag
         return tag
 
 

@@ -190,6 +190,7 @@ def _typed_choices(allowed: Sequence[Any]) -> set[tuple[type, Any]]:
 
 
 _SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+_STR_ONLY = {str}
 
 
 def _any_of_conforms(values: Sequence[Any], branches: Sequence[Mapping[str, Any]]) -> bool:
@@ -245,6 +246,9 @@ def _distinct_strings(values: Sequence[Any]) -> list[str]:
     Deduplicated with their types, so that no value equal to a string can stand in for
     it: a column repeats a few strings many times.
     """
+    if set(map(type, values)) == _STR_ONLY:
+        # The usual column: plain strings, which are equal only when they are the same text.
+        return list(set(values))
     try:
         typed = set(zip(map(type, values), values, strict=True))
     except TypeError:  # an unhashable value among them
