@@ -1031,7 +1031,12 @@ def run_audit(
         with times.phase("build coverage grid"):
             excluded = [finding.to_dict() for finding in scan.excluded]
             grid = coverage_grid(
-                scan.bench_dirs, scan.plans, kept, [entry.record for entry in superseded], excluded
+                scan.bench_dirs,
+                scan.plans,
+                kept,
+                [entry.record for entry in superseded],
+                excluded,
+                scan.coverage,
             )
 
         # The heatmap is drawn (beside, where there is a drawer) from here on: on a benchmark

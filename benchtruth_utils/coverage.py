@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import math
 import operator
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -293,12 +294,19 @@ def coverage_grid(
     records: Iterable[RunRecord],
     superseded: Iterable[RunRecord],
     excluded: Iterable[Mapping[str, Any]],
+    coverage: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Bench dirs by configuration and seed, one letter a cell (see ``GRID_LEGEND``).
 
     A planned cell of an excluded dir, and a cell of an excluded result, is ``X``;
-    a planned cell with nothing else in it is ``M``.
+    a planned cell with nothing else in it is ``M``. ``coverage`` (the dirs' summaries
+    from :func:`compare_plan`) lets a dir whose runs were exactly its plan skip the cell
+    by cell work: its row is ``R`` in each planned cell, whatever else is marked there.
     """
+    superseded = list(superseded)
+    complete = _complete_dirs(bench_dirs, plans, coverage, superseded)
+    # A complete dir's row by its planned cells: dirs of one plan share one row text.
+    complete_cells = {path: plans[path].cells for path in complete}
     states: dict[str, dict[tuple, str]] = {d["path"]: {} for d in bench_dirs}
 
     def mark(run_dir: str, cell: tuple, state: str) -> None:
@@ -309,7 +317,7 @@ def coverage_grid(
 
     for summary in bench_dirs:
         plan = plans.get(summary["path"])
-        if plan is None:
+        if plan is None or summary["path"] in complete:
             continue
         state = "M" if summary["counted"] else "X"
         row = states.setdefault(summary["path"], {})
@@ -328,14 +336,57 @@ def coverage_grid(
     # "R" outranks every other state: set, not compared. A million runs pass here, a dir's
     # runs mostly one after another (sorted by key, whose first part is the dir's exp_name).
     for run_dir, runs in itertools.groupby(records, _run_dir_of):
-        states.setdefault(run_dir, {}).update(dict.fromkeys(map(_cell, runs), "R"))
+        if run_dir not in complete:
+            states.setdefault(run_dir, {}).update(dict.fromkeys(map(_cell, runs), "R"))
 
-    columns = sorted(set().union(*states.values()), key=_column_order)
+    plan_cells = dict.fromkeys(complete_cells.values())
+    incomplete_rows = (row for path, row in states.items() if path not in complete)
+    columns = sorted(set().union(*incomplete_rows, *plan_cells), key=_column_order)
+    for cells in plan_cells:
+        planned = set(cells)
+        plan_cells[cells] = "".join("R" if column in planned else "." for column in columns)
     return {
         "legend": GRID_LEGEND,
         "columns": ["/".join(str(part) for part in cell) for cell in columns],
         "rows": [
-            {"bench_dir": run_dir, "cells": "".join(map(row.get, columns, itertools.repeat(".")))}
+            {
+                "bench_dir": run_dir,
+                "cells": (
+                    plan_cells[complete_cells[run_dir]]
+                    if run_dir in complete
+                    else "".join(map(row.get, columns, itertools.repeat(".")))
+                ),
+            }
             for run_dir, row in states.items()
         ],
+    }
+
+
+def _complete_dirs(
+    bench_dirs: Sequence[Mapping[str, Any]],
+    plans: Mapping[str, Plan],
+    coverage: Iterable[Mapping[str, Any]],
+    superseded: Sequence[RunRecord],
+) -> set[str]:
+    """The counted dirs, each listed once, whose real runs are exactly their planned cells
+    (none missing, none unplanned), with no result excluded and no run superseded: their
+    rows are ``R`` in each planned cell and nothing elsewhere."""
+    listed = Counter(summary["path"] for summary in bench_dirs)
+    counted = {
+        summary["path"]
+        for summary in bench_dirs
+        if summary["counted"] and summary["excluded_results"] == 0
+    }
+    touched = {record.run_dir for record in superseded}
+    return {
+        summary["bench_dir"]
+        for summary in coverage
+        if summary["plan"] is not None
+        and summary["missing"] == 0
+        and summary["unplanned"] == 0
+        and summary["bench_dir"] in counted
+        and listed[summary["bench_dir"]] == 1
+        and summary["bench_dir"] not in touched
+        and summary["bench_dir"] in plans
+        and plans[summary["bench_dir"]].reason is None
     }

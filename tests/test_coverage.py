@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from benchtruth_utils import audit as audit_module
 from benchtruth_utils import build_tables, run_audit
 from benchtruth_utils.artifacts import Parsed
-from benchtruth_utils.coverage import plan_from_config
+from benchtruth_utils.benchlist import read_bench_list
+from benchtruth_utils.coverage import coverage_grid, plan_from_config
 from benchtruth_utils.figures import coverage_heatmap_png
 from benchtruth_utils.findings import Reason
+from benchtruth_utils.runs import newest_indices
 
 STAMP = "20260101_000000"
 
@@ -305,3 +311,84 @@ def test_the_heatmap_draws_labels_holding_lone_surrogates():
     }
 
     assert coverage_heatmap_png(grid).startswith(b"\x89PNG")
+
+
+CELLS = [
+    (backbone, fusion, variant, seed)
+    for backbone in ("lstm", "tcn")
+    for fusion in ("none", "film")
+    for variant in ("base", "nonstat")
+    for seed in (1, 2)
+]
+
+
+def _factor(values):
+    return st.lists(st.sampled_from(values), min_size=1, max_size=2, unique=True).map(sorted)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    dirs=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),  # exp_name: two dirs of one name supersede
+            st.tuples(
+                _factor(["lstm", "tcn"]),
+                _factor(["none", "film"]),
+                _factor(["base", "nonstat"]),
+                _factor([1, 2]),
+            ),  # the planned matrix
+            st.booleans(),  # whether the config declares it
+            st.lists(st.tuples(st.sampled_from(CELLS), st.booleans()), max_size=2),  # more runs
+            st.sampled_from([True, True, False]),  # whether every planned cell ran
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_complete_dirs_take_a_shortcut_to_the_grid_they_would_have(tmp_path_factory, dirs):
+    root = tmp_path_factory.mktemp("grid")
+    listed = []
+    for number, (exp_name, factors, declares_plan, extra_runs, ran_plan) in enumerate(dirs):
+        name = f"{exp_name}_2026010{number + 1}_000000"
+        bench = root / "runs" / "benchmarks" / name
+        (bench / "configs").mkdir(parents=True)
+        config = {"exp_name": exp_name, "use_edgar": False}
+        if declares_plan:
+            names = ("models", "fusion_types", "module_variants", "seeds")
+            config.update(zip(names, factors, strict=True))
+        (bench / "configs" / "resolved_config.yaml").write_text(yaml.safe_dump(config))
+        planned = [(*cell, True) for cell in itertools.product(*factors)] if ran_plan else []
+        results = [
+            {
+                "backbone": cell[0],
+                "fusion_type": cell[1],
+                "module_variant": cell[2],
+                "seed": cell[3],
+                "status": "success" if ok else "failed",
+                **metric_values(*cell[:4]),
+            }
+            for *cell, ok in [*planned, *((*cell, ok) for cell, ok in extra_runs)]
+        ]
+        document = {
+            "exp_name": exp_name,
+            "timestamp": name[-15:],
+            "status": "success",
+            "use_edgar": False,
+            "results": results,
+        }
+        (bench / "metrics.json").write_text(json.dumps(document))
+        (bench / "STATUS_RUN.json").write_text(json.dumps({"status": "ok"}))
+        listed.append(f"runs/benchmarks/{name}")
+    (root / "bench_dirs_all.txt").write_text("\n".join(listed) + "\n")
+
+    bench_list = read_bench_list(str(root / "bench_dirs_all.txt"), str(root))
+    run_logs = audit_module.index_run_logs(str(root / "logs"), str(root))
+    with audit_module.spill_files(str(root / ".spill")):
+        scan = audit_module.scan_bench_dirs(bench_list.entries, run_logs, str(root / ".spill"))
+    kept_positions, superseded_pairs = newest_indices(scan.records)
+    kept = [scan.records[position] for position in kept_positions]
+    superseded = [scan.records[old] for old, _ in superseded_pairs]
+    excluded = [finding.to_dict() for finding in scan.excluded]
+
+    shortcut = coverage_grid(scan.bench_dirs, scan.plans, kept, superseded, excluded, scan.coverage)
+    assert shortcut == coverage_grid(scan.bench_dirs, scan.plans, kept, superseded, excluded)
