@@ -5,13 +5,15 @@ from __future__ import annotations
 import itertools
 import json
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from matplotlib.colors import ListedColormap
 
 from benchtruth_utils import audit as audit_module
-from benchtruth_utils import build_tables, run_audit
+from benchtruth_utils import build_tables, figures, run_audit
 from benchtruth_utils.artifacts import Parsed
 from benchtruth_utils.benchlist import read_bench_list
 from benchtruth_utils.coverage import coverage_grid, plan_from_config
@@ -392,3 +394,9 @@ def test_complete_dirs_take_a_shortcut_to_the_grid_they_would_have(tmp_path_fact
 
     shortcut = coverage_grid(scan.bench_dirs, scan.plans, kept, superseded, excluded, scan.coverage)
     assert shortcut == coverage_grid(scan.bench_dirs, scan.plans, kept, superseded, excluded)
+
+
+def test_heatmap_colours_are_the_colour_maps_bytes():
+    # The heatmap is coloured before matplotlib sees it; the same bytes its colour map gives.
+    expected = ListedColormap(figures.GRID_COLOURS)(range(len(figures.GRID_STATES)), bytes=True)
+    assert np.array_equal(figures._STATE_RGBA, expected)
