@@ -115,7 +115,19 @@ def floor(bench_list: str, root: str) -> None:
             yaml.load(handle.read(), Loader=loader)
 
 
+def _settle() -> None:
+    """Write every dirty page to disk before a measurement starts.
+
+    Otherwise the kernel writes the freshly generated tree (1 GB at a million runs) and the
+    previous audit's outputs back to disk 30 s later, in the middle of whichever
+    measurement is running then, and charges it to that one.
+    """
+    if hasattr(os, "sync"):
+        os.sync()
+
+
 def _measure_in_child(kind: str, bench_list: str, root: str, out: str) -> dict:
+    _settle()
     # Each measurement in a fresh process, so that peak RSS is its own.
     code = f"""
 import json, resource, sys, time
@@ -184,6 +196,7 @@ def _measure_papermill(bench_list: str, root: str, out: str) -> dict:
         os.path.dirname(os.path.dirname(__file__)), "notebooks", "01_audit.ipynb"
     )
     os.makedirs(out, exist_ok=True)
+    _settle()
     start = time.perf_counter()
     subprocess.run(
         [
