@@ -11,8 +11,8 @@ sizes of the real runner output), then measures in one process, side by side:
 Prints runs, seconds, runs per second, peak RSS and audit/floor, and writes the figures
 as JSON. A script, not a test: timings are read by people, not asserted.
 
-This machine's timings wander from one run to the next (the same audit took 11 s and
-19 s to scan a million runs, minutes apart), so each measurement is repeated
+This machine's timings wander from one run to the next (the floor of a million runs took
+14.6 s and 23.4 s in two samples of one run, minutes apart), so each measurement is repeated
 (--repeat, floor and audit taking turns) and the median is reported, with every sample
 kept in the JSON.
 
@@ -26,7 +26,6 @@ import argparse
 import glob
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -160,10 +159,7 @@ print(json.dumps({{"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak,
     process = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    peak_tree_kb = 0
-    while process.poll() is None:
-        peak_tree_kb = max(peak_tree_kb, _tree_rss_kb(process.pid))
-        time.sleep(TREE_SAMPLE_SECONDS)
+    peak_tree_kb, _ = _wait_sampling_memory(process)
     stdout, stderr = process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"the {kind} measurement failed:\n{stderr}")
@@ -173,22 +169,40 @@ print(json.dumps({{"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak,
     return figures
 
 
+def _wait_sampling_memory(process: subprocess.Popen) -> tuple[int, int]:
+    """Wait for ``process`` to end; return the peak resident memory of it and its
+    descendants together, and of the largest single one of them, in kB, as sampled every
+    TREE_SAMPLE_SECONDS (a peak shorter than that can be missed)."""
+    peak_total_kb = peak_largest_kb = 0
+    while process.poll() is None:
+        total_kb, largest_kb = _tree_rss_kb(process.pid)
+        peak_total_kb = max(peak_total_kb, total_kb)
+        peak_largest_kb = max(peak_largest_kb, largest_kb)
+        time.sleep(TREE_SAMPLE_SECONDS)
+    return peak_total_kb, peak_largest_kb
+
+
 # How often the memory of the measured process and its children is sampled.
 TREE_SAMPLE_SECONDS = 0.1
 
 
-def _tree_rss_kb(pid: int) -> int:
-    """The resident memory of a process and all its descendants together, in kB (Linux's
-    /proc; 0 elsewhere). Pages that a forked child shares with its parent count twice, so
-    this errs high."""
+def _tree_rss_kb(pid: int) -> tuple[int, int]:
+    """The resident memory of a process and all its descendants together, and of the
+    largest of them, in kB (Linux's /proc; 0 elsewhere). Pages that a forked child shares
+    with its parent count twice in the sum, so it errs high."""
     try:
         with open(f"/proc/{pid}/status") as handle:
             rss = next((int(line.split()[1]) for line in handle if line.startswith("VmRSS:")), 0)
         with open(f"/proc/{pid}/task/{pid}/children") as handle:
             children = [int(child) for child in handle.read().split()]
     except (OSError, ValueError):
-        return 0
-    return rss + sum(_tree_rss_kb(child) for child in children)
+        return 0, 0
+    total, largest = rss, rss
+    for child in children:
+        child_total, child_largest = _tree_rss_kb(child)
+        total += child_total
+        largest = max(largest, child_largest)
+    return total, largest
 
 
 def _measure_papermill(bench_list: str, root: str, out: str) -> dict:
@@ -198,7 +212,7 @@ def _measure_papermill(bench_list: str, root: str, out: str) -> dict:
     os.makedirs(out, exist_ok=True)
     _settle()
     start = time.perf_counter()
-    subprocess.run(
+    process = subprocess.Popen(
         [
             os.path.join(os.path.dirname(sys.executable), "papermill"),
             notebook,
@@ -215,13 +229,28 @@ def _measure_papermill(bench_list: str, root: str, out: str) -> dict:
             "-p",
             "output_dir",
             out,
+            # As run_audit is called: the claimed table looked for beside output_dir (an
+            # empty value), not at the notebook's default, the bundled example's.
+            "-p",
+            "paper_tables_dir",
+            "",
         ],
-        check=True,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    # Sampled from /proc: this script's RUSAGE_CHILDREN would give the largest of every
+    # process it has ever waited for, earlier measurements' included.
+    peak_total_kb, peak_largest_kb = _wait_sampling_memory(process)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_rss_mb": peak}
+    _, stderr = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"the papermill measurement failed:\n{stderr}")
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": peak_largest_kb / 1024,
+        "tree_peak_rss_mb": peak_total_kb / 1024,
+    }
 
 
 def _phase_seconds(out: str) -> dict[str, float]:
@@ -281,7 +310,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--papermill-max", type=int, default=10000)
-    parser.add_argument("--json", default="benchmarks/results.json")
+    parser.add_argument("--json", default=os.path.join(REPO, "benchmarks", "results.json"))
     parser.add_argument("--repeat", type=int, default=3, help="samples a measurement")
     arguments = parser.parse_args()
 
@@ -320,18 +349,21 @@ def main() -> None:
                 row["cpu_seconds"] = round(figures["cpu_seconds"], 3)
             if figures.get("worker_peak_rss_mb") and kind == "audit":
                 row["worker_peak_rss_mb"] = round(figures["worker_peak_rss_mb"], 1)
-            if figures.get("tree_peak_rss_mb") and kind == "audit":
+            if figures.get("tree_peak_rss_mb"):
                 row["all_processes_peak_rss_mb"] = round(figures["tree_peak_rss_mb"], 1)
             row["samples_seconds"] = figures["samples_seconds"]
             if "phases" in figures:
                 row["phases"] = figures["phases"]
             rows.append(row)
-            workers = (
-                f"  (largest child {row['worker_peak_rss_mb']:.1f} MB, all processes "
-                f"{row.get('all_processes_peak_rss_mb', 0):.1f} MB)"
+            memory = [
+                f"largest child {row['worker_peak_rss_mb']:.1f} MB"
                 if "worker_peak_rss_mb" in row
-                else ""
-            )
+                else "",
+                f"all processes {row['all_processes_peak_rss_mb']:.1f} MB"
+                if "all_processes_peak_rss_mb" in row
+                else "",
+            ]
+            workers = f"  ({', '.join(filter(None, memory))})" if any(memory) else ""
             cpu = f" (CPU {row['cpu_seconds']:.2f} s)" if "cpu_seconds" in row else ""
             print(
                 f"{row['runs']:>9} runs  {kind:<9} {row['seconds']:>9.2f} s{cpu} "
