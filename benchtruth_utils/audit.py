@@ -909,6 +909,22 @@ def _discard_when_written(writing: Future[str]) -> None:
         discard_file(writing.result())
 
 
+def _remove_earlier_marked_table(marked_path: str) -> None:
+    """Remove the marked claimed table an earlier audit left in this output folder.
+
+    This audit had no claimed table, so that file holds another audit's verdicts; beside
+    this audit's truth file and report, a reviewer would take them for this one's.
+    """
+    try:
+        os.unlink(marked_path)
+    except FileNotFoundError:
+        return
+    logger.warning(
+        "removed %s: it held an earlier audit's verdicts, and this audit had no claimed table",
+        MARKED_CLAIMED_FILE,
+    )
+
+
 def _warn_other_host(previous_host: str | None, host_tag: str) -> None:
     """Say so when this audit replaces the evidence another host left in the same folder."""
     if previous_host not in (None, host_tag):
@@ -1070,15 +1086,16 @@ def run_audit(
                     abs_tol=abs_tol,
                 )
             # The marked claimed table, the truth file and the report take the place of the
-            # old ones in that order, once all three are ready: an audit that fails before
+            # old ones in that order, once all three are written: an audit that fails before
             # leaves the previous ones as they were. The marked copy goes first: once it
             # exists, nothing of the claimed table is lost even if a later step (or 02)
             # replaces the table itself.
-            marked_path = None if marked is None else os.path.join(output_dir, MARKED_CLAIMED_FILE)
+            marked_path = os.path.join(output_dir, MARKED_CLAIMED_FILE)
             truth_path = os.path.join(output_dir, TRUTH_FILE)
+            report_path = os.path.join(output_dir, REPORT_FILE)
             # Read before this audit's truth file replaces it.
             previous_host = previous_host_tag(truth_path)
-            written_marked = None
+            written_marked = written_report = None
             # The truth file is written in a thread: most of it is the kernel copying run
             # lines and flushing them (a second at 1M runs), which holds no lock, so the log
             # and the report are made meanwhile. Nothing is logged from the thread, so the
@@ -1097,12 +1114,15 @@ def run_audit(
                         _log_narrative(truth)
                     with times.phase("render report"):
                         report_text = render_report(truth)
+                    with times.phase("write report"):
+                        written_report = write_unpublished(report_path, [report_text])
                     with times.phase("wait for truth file (validated and written beside the log)"):
                         written_truth = writing.result()
                 except BaseException:
                     stop_writing.set()
-                    if written_marked is not None:
-                        discard_file(written_marked)
+                    for written in (written_marked, written_report):
+                        if written is not None:
+                            discard_file(written)
                     _discard_when_written(writing)
                     raise
 
@@ -1112,11 +1132,10 @@ def run_audit(
             _warn_other_host(previous_host, host_tag)
             publish_file(written_truth, truth_path)
             logger.info("wrote %s", TRUTH_FILE)
-
-            with times.phase("write report"):
-                report_path = os.path.join(output_dir, REPORT_FILE)
-                atomic_write_text(report_path, report_text)
+            publish_file(written_report, report_path)
             logger.info("wrote %s", REPORT_FILE)
+            if marked is None:
+                _remove_earlier_marked_table(marked_path)
         logger.info("wrote %s", COVERAGE_HEATMAP_FILE)
 
     log_path = os.path.join(output_dir, "logs", f"benchmark_truthfulness_{host_tag}.log")
@@ -1135,7 +1154,7 @@ def run_audit(
         truth_path,
         report_path,
         log_path,
-        marked_path,
+        None if marked is None else marked_path,
         heatmap_path,
         times.seconds,
         kept,

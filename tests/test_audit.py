@@ -84,6 +84,31 @@ def test_run_audit_without_a_claimed_table_still_writes_evidence(tmp_path):
     assert (tmp_path / "analysis" / "logs" / "benchmark_truthfulness_4090.log").is_file()
 
 
+def test_an_audit_without_a_claimed_table_removes_an_earlier_audits_marked_copy(tmp_path):
+    # The marked copy holds verdicts on one audit's claimed table; left beside the next
+    # audit's truth file, a reviewer would read them as that audit's.
+    audit_case(REALRUNS, tmp_path)
+    analysis = tmp_path / "analysis"
+    assert (analysis / "claimed_main_results_marked.csv").is_file()
+
+    result = run_audit(
+        host_tag="4090",
+        bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
+        output_dir=str(analysis),
+        paper_tables_dir=str(tmp_path / "no_claimed_table"),
+        project_root=str(REALRUNS),
+    )
+
+    assert result.marked_claimed_path is None
+    assert not (analysis / "claimed_main_results_marked.csv").exists()
+    log = (analysis / "logs" / "benchmark_truthfulness_4090.log").read_text()
+    assert (
+        "removed claimed_main_results_marked.csv: it held an earlier audit's verdicts, and "
+        "this audit had no claimed table" in log
+    )
+    assert result.truth["claimed_table"]["present"] is False
+
+
 def test_run_audit_marked_copy_keeps_claimed_rows_and_adds_verdicts(tmp_path):
     audit_case(REALRUNS, tmp_path)
 

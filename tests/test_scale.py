@@ -531,3 +531,24 @@ def test_an_audit_that_fails_before_its_report_is_ready_publishes_no_truth_file(
         audit_case(REALRUNS, tmp_path / "b")
     assert not (tmp_path / "b" / "analysis" / TRUTH_FILE).exists()
     assert list((tmp_path / "b").rglob("*.part")) == []
+
+
+def test_an_audit_whose_report_cannot_be_written_publishes_none_of_the_three(tmp_path, monkeypatch):
+    # The report is written (unpublished) before any of the three replaces the old one: a
+    # full disk there leaves the previous marked table, truth file and report together.
+    audit_case(REALRUNS, tmp_path / "a")
+    analysis = tmp_path / "a" / "analysis"
+    previous = {name: (analysis / name).read_bytes() for name in PUBLISHED_TOGETHER}
+    real_write_unpublished = audit.write_unpublished
+
+    def no_room_for_the_report(path, chunks):
+        if os.path.basename(path) == "benchmark_truthfulness.md":
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real_write_unpublished(path, chunks)
+
+    monkeypatch.setattr(audit, "write_unpublished", no_room_for_the_report)
+    with pytest.raises(OSError, match="No space left"):
+        audit_case(REALRUNS, tmp_path / "a")
+
+    assert {name: (analysis / name).read_bytes() for name in PUBLISHED_TOGETHER} == previous
+    assert list((tmp_path / "a").rglob("*.part")) == []
