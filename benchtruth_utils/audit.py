@@ -919,6 +919,14 @@ def _remove_earlier_marked_table(marked_path: str) -> None:
         os.unlink(marked_path)
     except FileNotFoundError:
         return
+    except OSError as error:
+        # A folder in its place, or no permission: the audit itself is done and stands.
+        logger.warning(
+            "could not remove %s (%s): it is not this audit's, which had no claimed table",
+            MARKED_CLAIMED_FILE,
+            error.strerror or type(error).__name__,
+        )
+        return
     logger.warning(
         "removed %s: it held an earlier audit's verdicts, and this audit had no claimed table",
         MARKED_CLAIMED_FILE,

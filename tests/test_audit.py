@@ -109,6 +109,25 @@ def test_an_audit_without_a_claimed_table_removes_an_earlier_audits_marked_copy(
     assert result.truth["claimed_table"]["present"] is False
 
 
+def test_a_folder_where_the_marked_copy_would_be_is_named_not_fatal(tmp_path):
+    analysis = tmp_path / "analysis"
+    (analysis / "claimed_main_results_marked.csv").mkdir(parents=True)
+
+    result = run_audit(
+        host_tag="4090",
+        bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
+        output_dir=str(analysis),
+        paper_tables_dir=str(tmp_path / "no_claimed_table"),
+        project_root=str(REALRUNS),
+    )
+
+    assert result.marked_claimed_path is None
+    assert (analysis / "benchmark_truthfulness.json").is_file()
+    log = (analysis / "logs" / "benchmark_truthfulness_4090.log").read_text()
+    assert "could not remove claimed_main_results_marked.csv (" in log
+    assert str(tmp_path) not in log
+
+
 def test_run_audit_marked_copy_keeps_claimed_rows_and_adds_verdicts(tmp_path):
     audit_case(REALRUNS, tmp_path)
 
