@@ -308,11 +308,25 @@ def markdown_table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument(
+        "--runs",
+        type=int,
+        nargs="+",
+        default=[1000, 10000, 100000],
+        help=f"tree sizes, rounded to whole dirs of {RESULTS_PER_DIR} runs",
+    )
     parser.add_argument("--papermill-max", type=int, default=10000)
     parser.add_argument("--json", default=os.path.join(REPO, "benchmarks", "results.json"))
     parser.add_argument("--repeat", type=int, default=3, help="samples a measurement")
     arguments = parser.parse_args()
+    # Refused before minutes of measuring, not after.
+    if any(runs < RESULTS_PER_DIR for runs in arguments.runs):
+        parser.error(f"--runs: each size must be at least one dir, {RESULTS_PER_DIR} runs")
+    if arguments.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    json_folder = os.path.dirname(os.path.abspath(arguments.json))
+    if os.path.isdir(arguments.json) or not os.access(json_folder, os.W_OK | os.X_OK):
+        parser.error(f"--json {arguments.json}: not a file this script can write")
 
     rows = []
     for runs in arguments.runs:

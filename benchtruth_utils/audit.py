@@ -72,6 +72,7 @@ from .figures import (
 )
 from .findings import Finding, Reason, Scope
 from .outputs import (
+    LOCK_FILE,
     EncodedItems,
     atomic_write_bytes,
     atomic_write_text,
@@ -131,6 +132,11 @@ from .verify import verify_truth
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "benchmark_truthfulness.md"
+
+
+def audit_log_file_name(host_tag: str) -> str:
+    """The audit log's name in ``logs/``: what was counted, then what was left out and why."""
+    return f"benchmark_truthfulness_{host_tag}.log"
 
 
 def timings_file_name(host_tag: str) -> str:
@@ -909,6 +915,22 @@ def _discard_when_written(writing: Future[str]) -> None:
         discard_file(writing.result())
 
 
+def _publish_in_order(written: Sequence[tuple[str | None, str]]) -> None:
+    """Put each written file (None: nothing to put) in its place, in order; if one cannot
+    be, the files not yet in place are removed, not left as temporary files."""
+    for position, (temporary, path) in enumerate(written):
+        if temporary is None:
+            continue
+        try:
+            publish_file(temporary, path)
+        except BaseException:
+            for later, _ in written[position + 1 :]:
+                if later is not None:
+                    discard_file(later)
+            raise
+        logger.info("wrote %s", os.path.basename(path))
+
+
 def _remove_earlier_marked_table(marked_path: str) -> None:
     """Remove the marked claimed table an earlier audit left in this output folder.
 
@@ -999,7 +1021,19 @@ def run_audit(
     paper_tables_dir = normalise_path_parameter("paper_tables_dir", paper_tables_dir)
     rel_tol = normalise_tolerance("rel_tol", rel_tol)
     abs_tol = normalise_tolerance("abs_tol", abs_tol)
-    check_output_dir("output_dir", output_dir)
+    check_output_dir(
+        "output_dir",
+        output_dir,
+        files=(
+            LOCK_FILE,
+            MARKED_CLAIMED_FILE,
+            TRUTH_FILE,
+            REPORT_FILE,
+            COVERAGE_HEATMAP_FILE,
+            f"logs/{audit_log_file_name(host_tag)}",
+            f"logs/{timings_file_name(host_tag)}",
+        ),
+    )
 
     workers = normalise_workers(workers)
     if progress is None:
@@ -1134,19 +1168,20 @@ def run_audit(
                     _discard_when_written(writing)
                     raise
 
-            if written_marked is not None:
-                publish_file(written_marked, marked_path)
-                logger.info("wrote %s", MARKED_CLAIMED_FILE)
-            _warn_other_host(previous_host, host_tag)
-            publish_file(written_truth, truth_path)
-            logger.info("wrote %s", TRUTH_FILE)
-            publish_file(written_report, report_path)
-            logger.info("wrote %s", REPORT_FILE)
             if marked is None:
+                # In the marked table's place in the order: its absence is this audit's.
                 _remove_earlier_marked_table(marked_path)
+            _warn_other_host(previous_host, host_tag)
+            _publish_in_order(
+                [
+                    (written_marked, marked_path),
+                    (written_truth, truth_path),
+                    (written_report, report_path),
+                ]
+            )
         logger.info("wrote %s", COVERAGE_HEATMAP_FILE)
 
-    log_path = os.path.join(output_dir, "logs", f"benchmark_truthfulness_{host_tag}.log")
+    log_path = os.path.join(output_dir, "logs", audit_log_file_name(host_tag))
     atomic_write_text(log_path, "\n".join(log_lines) + "\n")
     timings_path = os.path.join(output_dir, "logs", timings_file_name(host_tag))
     atomic_write_text(

@@ -44,10 +44,19 @@ def output_dir_lock(output_dir: str) -> Iterator[None]:
     Raises
     ------
     ParameterError
-        When another audit holds the folder.
+        When another audit holds the folder, or the lock file is a symbolic link.
     """
     os.makedirs(output_dir, exist_ok=True)
-    descriptor = os.open(os.path.join(output_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    # Not through a symbolic link: the audit would create or lock a file outside the folder.
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        descriptor = os.open(os.path.join(output_dir, LOCK_FILE), flags, 0o644)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise ParameterError(
+            "output_dir", output_dir, f"a folder whose {LOCK_FILE} is not a symbolic link"
+        ) from None
     try:
         if fcntl is not None:
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from .errors import ParameterError
 from .runs import parse_flag
@@ -62,8 +62,13 @@ def normalise_path_parameter(name: str, value: object) -> str:
     return value.strip()
 
 
-def check_output_dir(name: str, output_dir: str) -> None:
-    """Refuse an output folder that cannot be written, before anything is read or written."""
+def check_output_dir(name: str, output_dir: str, files: Sequence[str] = ()) -> None:
+    """Refuse an output folder that cannot be written, before anything is read or written.
+
+    ``files`` are the paths, relative to ``output_dir``, that the caller will replace: a
+    folder standing at one of them, or a subfolder of theirs that cannot be written, would
+    otherwise fail the caller halfway through putting its outputs in place.
+    """
     existing = output_dir
     while existing and not os.path.exists(existing):
         existing = os.path.dirname(existing)
@@ -76,6 +81,16 @@ def check_output_dir(name: str, output_dir: str) -> None:
         inner = os.path.join(output_dir, sub)
         if os.path.exists(inner) and not os.path.isdir(inner):
             raise ParameterError(name, output_dir, f"a folder in which '{sub}' is a folder too")
+    for file in files:
+        target = os.path.join(output_dir, file)
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise ParameterError(
+                name, output_dir, f"a folder in which '{file}' is not a folder (remove it)"
+            )
+        folder = os.path.dirname(target)
+        if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
+            inner = os.path.relpath(folder, output_dir)
+            raise ParameterError(name, output_dir, f"a folder whose '{inner}' may be written to")
 
 
 def default_paper_tables_dir(output_dir: str) -> str:

@@ -109,10 +109,17 @@ def test_an_audit_without_a_claimed_table_removes_an_earlier_audits_marked_copy(
     assert result.truth["claimed_table"]["present"] is False
 
 
-def test_a_folder_where_the_marked_copy_would_be_is_named_not_fatal(tmp_path):
+def test_an_earlier_marked_copy_that_cannot_be_removed_is_named_not_fatal(tmp_path, monkeypatch):
+    audit_case(REALRUNS, tmp_path)
     analysis = tmp_path / "analysis"
-    (analysis / "claimed_main_results_marked.csv").mkdir(parents=True)
+    real_unlink = os.unlink
 
+    def refused_for_the_marked_copy(path, *arguments, **keywords):
+        if os.path.basename(path) == "claimed_main_results_marked.csv":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_unlink(path, *arguments, **keywords)
+
+    monkeypatch.setattr(os, "unlink", refused_for_the_marked_copy)
     result = run_audit(
         host_tag="4090",
         bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
@@ -122,10 +129,57 @@ def test_a_folder_where_the_marked_copy_would_be_is_named_not_fatal(tmp_path):
     )
 
     assert result.marked_claimed_path is None
-    assert (analysis / "benchmark_truthfulness.json").is_file()
+    assert result.truth["claimed_table"]["present"] is False
     log = (analysis / "logs" / "benchmark_truthfulness_4090.log").read_text()
-    assert "could not remove claimed_main_results_marked.csv (" in log
+    assert "could not remove claimed_main_results_marked.csv (Permission denied)" in log
     assert str(tmp_path) not in log
+
+
+@pytest.mark.parametrize(
+    "in_the_way",
+    [
+        "benchmark_truthfulness.md",
+        "benchmark_truthfulness.json",
+        "claimed_main_results_marked.csv",
+        "coverage_heatmap.png",
+        "logs/benchmark_truthfulness_4090.log",
+        "logs/benchmark_truthfulness_4090.timings.log",
+        ".benchtruth-audit.lock",
+    ],
+)
+def test_a_folder_where_an_output_goes_is_refused_before_anything_changes(tmp_path, in_the_way):
+    # Found only when the outputs were put in place, it failed the audit halfway: some
+    # outputs this audit's, some the previous one's, temporary files left behind.
+    audit_case(REALRUNS, tmp_path)
+    analysis = tmp_path / "analysis"
+    target = analysis / in_the_way
+    if target.exists():
+        target.unlink()
+    target.mkdir()
+    before = _tree_digest(analysis)
+
+    with pytest.raises(ParameterError, match="is not a folder"):
+        audit_case(REALRUNS, tmp_path)
+
+    assert _tree_digest(analysis) == before
+
+
+def test_a_lock_file_that_is_a_symbolic_link_is_refused(tmp_path):
+    analysis = tmp_path / "analysis"
+    analysis.mkdir()
+    outside = tmp_path / "outside.lock"
+    (analysis / ".benchtruth-audit.lock").symlink_to(outside)
+
+    with pytest.raises(ParameterError, match="not a symbolic link"):
+        run_audit(
+            host_tag="4090",
+            bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
+            output_dir=str(analysis),
+            project_root=str(REALRUNS),
+        )
+
+    assert not outside.exists()
+    assert sorted(path.name for path in analysis.iterdir()) == [".benchtruth-audit.lock"]
 
 
 def test_run_audit_marked_copy_keeps_claimed_rows_and_adds_verdicts(tmp_path):

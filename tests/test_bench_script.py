@@ -69,3 +69,21 @@ def test_process_tree_memory_counts_children_and_names_the_largest():
     assert total_kb > largest_kb > 0
     assert alone_kb > 0
     assert bench_audit._tree_rss_kb(parent.pid) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["--runs", "10"], ["--runs", "0"], ["--repeat", "0"], ["--json", "/"]],
+)
+def test_bad_arguments_are_refused_before_anything_is_measured(tmp_path, arguments):
+    completed = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "benchmarks", "bench_audit.py"), *arguments],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+
+    assert completed.returncode == 2
+    assert "error:" in completed.stderr
+    assert completed.stdout == ""

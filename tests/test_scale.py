@@ -552,3 +552,20 @@ def test_an_audit_whose_report_cannot_be_written_publishes_none_of_the_three(tmp
 
     assert {name: (analysis / name).read_bytes() for name in PUBLISHED_TOGETHER} == previous
     assert list((tmp_path / "a").rglob("*.part")) == []
+
+
+def test_an_output_that_cannot_be_put_in_place_leaves_no_temporary_files(tmp_path, monkeypatch):
+    audit_case(REALRUNS, tmp_path / "a")
+    real_publish = audit.publish_file
+
+    def truth_cannot_be_renamed(temporary, path):
+        if os.path.basename(path) == TRUTH_FILE:
+            outputs.discard_file(temporary)
+            raise OSError(errno.EIO, "Input/output error")
+        real_publish(temporary, path)
+
+    monkeypatch.setattr(audit, "publish_file", truth_cannot_be_renamed)
+    with pytest.raises(OSError, match="Input/output error"):
+        audit_case(REALRUNS, tmp_path / "a")
+
+    assert list((tmp_path / "a").rglob("*.part")) == []
