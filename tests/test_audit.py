@@ -84,6 +84,17 @@ def test_run_audit_without_a_claimed_table_still_writes_evidence(tmp_path):
     assert (tmp_path / "analysis" / "logs" / "benchmark_truthfulness_4090.log").is_file()
 
 
+def _audit_realruns_without_claimed_table(tmp_path: Path):
+    """The bundled real runs audited into ``tmp_path/analysis``, no claimed table given."""
+    return run_audit(
+        host_tag="4090",
+        bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
+        output_dir=str(tmp_path / "analysis"),
+        paper_tables_dir=str(tmp_path / "no_claimed_table"),
+        project_root=str(REALRUNS),
+    )
+
+
 def test_an_audit_without_a_claimed_table_removes_an_earlier_audits_marked_copy(tmp_path):
     # The marked copy holds verdicts on one audit's claimed table; left beside the next
     # audit's truth file, a reviewer would read them as that audit's.
@@ -91,13 +102,7 @@ def test_an_audit_without_a_claimed_table_removes_an_earlier_audits_marked_copy(
     analysis = tmp_path / "analysis"
     assert (analysis / "claimed_main_results_marked.csv").is_file()
 
-    result = run_audit(
-        host_tag="4090",
-        bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
-        output_dir=str(analysis),
-        paper_tables_dir=str(tmp_path / "no_claimed_table"),
-        project_root=str(REALRUNS),
-    )
+    result = _audit_realruns_without_claimed_table(tmp_path)
 
     assert result.marked_claimed_path is None
     assert not (analysis / "claimed_main_results_marked.csv").exists()
@@ -120,13 +125,7 @@ def test_an_earlier_marked_copy_that_cannot_be_removed_is_named_not_fatal(tmp_pa
         return real_unlink(path, *arguments, **keywords)
 
     monkeypatch.setattr(os, "unlink", refused_for_the_marked_copy)
-    result = run_audit(
-        host_tag="4090",
-        bench_list=str(REALRUNS / "runs/orchestrator/20260129_073037/bench_dirs_all.txt"),
-        output_dir=str(analysis),
-        paper_tables_dir=str(tmp_path / "no_claimed_table"),
-        project_root=str(REALRUNS),
-    )
+    result = _audit_realruns_without_claimed_table(tmp_path)
 
     assert result.marked_claimed_path is None
     assert result.truth["claimed_table"]["present"] is False
