@@ -71,6 +71,7 @@ from .figures import (
     write_coverage_heatmap,
 )
 from .findings import Finding, Reason, Scope
+from .latex import LATEX_FILE
 from .outputs import (
     LOCK_FILE,
     EncodedItems,
@@ -116,7 +117,14 @@ from .spill import (
     remove_spill_files,
     spill_lines,
 )
-from .tables import MAIN_RESULTS_FILE, summarize_runs, write_tables, written_by_benchtruth
+from .tables import (
+    EFFICIENCY_FILE,
+    MAIN_RESULTS_FILE,
+    TABLES_MANIFEST_FILE,
+    summarize_runs,
+    write_tables,
+    written_by_benchtruth,
+)
 from .truth import (
     METRIC_EXTRACTION_MAPPING,
     SCHEMA_VERSION,
@@ -1235,7 +1243,19 @@ def build_tables(
     host_tag = normalise_host_tag(host_tag, allowed_host_tags)
     truthfulness_json = normalise_path_parameter("truthfulness_json", truthfulness_json)
     output_dir = normalise_path_parameter("output_dir", output_dir)
-    check_output_dir("output_dir", output_dir)
+    log_name = f"tables_{host_tag}.log"
+    check_output_dir(
+        "output_dir",
+        output_dir,
+        files=(
+            MAIN_RESULTS_FILE,
+            EFFICIENCY_FILE,
+            LATEX_FILE,
+            TABLES_MANIFEST_FILE,
+            METRICS_PLOT_FILE,
+            f"logs/{log_name}",
+        ),
+    )
 
     with capture_audit_log() as log_lines:
         truth = load_truth(truthfulness_json)
@@ -1258,7 +1278,7 @@ def build_tables(
         )
         logger.info("wrote %s", METRICS_PLOT_FILE)
 
-    log_path = os.path.join(output_dir, "logs", f"tables_{host_tag}.log")
+    log_path = os.path.join(output_dir, "logs", log_name)
     atomic_write_text(log_path, "\n".join(log_lines) + "\n")
     return frames
 

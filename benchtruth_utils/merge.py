@@ -583,7 +583,9 @@ def merge_truth_files(
     # Check everything first: a refusal leaves output_dir untouched.
     effective = merge_parameters(list(paths), output_dir, list(executed_notebooks))
     paths, output_dir = effective["truthfulness_jsons"], effective["output_dir"]
-    check_output_dir("output_dir", output_dir)
+    check_output_dir(
+        "output_dir", output_dir, files=(TRUTH_FILE, MERGED_REPORT_FILE, MERGED_LOG_FILE)
+    )
     truth_path = os.path.join(output_dir, TRUTH_FILE)
     if any(os.path.realpath(path) == os.path.realpath(truth_path) for path in paths):
         raise ParameterError(

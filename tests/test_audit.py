@@ -163,6 +163,32 @@ def test_a_folder_where_an_output_goes_is_refused_before_anything_changes(tmp_pa
     assert _tree_digest(analysis) == before
 
 
+@pytest.mark.parametrize(
+    "in_the_way",
+    [
+        "main_results.csv",
+        "efficiency.csv",
+        "main_results.tex",
+        "benchtruth_tables_manifest.json",
+        "metrics_by_configuration.png",
+        "logs/tables_4090.log",
+    ],
+)
+def test_build_tables_refuses_a_folder_where_one_of_its_outputs_goes(tmp_path, in_the_way):
+    result, _ = audit_case(REALRUNS, tmp_path)
+    tables = tmp_path / "paper_tables"
+    target = tables / in_the_way
+    if target.exists():
+        target.unlink()
+    target.mkdir()
+    before = _tree_digest(tables)
+
+    with pytest.raises(ParameterError, match="is not a folder"):
+        build_tables(truthfulness_json=result.truth_path, output_dir=str(tables), host_tag="4090")
+
+    assert _tree_digest(tables) == before
+
+
 def test_a_lock_file_that_is_a_symbolic_link_is_refused(tmp_path):
     analysis = tmp_path / "analysis"
     analysis.mkdir()

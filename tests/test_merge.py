@@ -481,3 +481,19 @@ def test_merge_notebook_executed_by_papermill_is_evidence(truth_files, tmp_path,
         parameters["truthfulness_jsons"], "merged/again", ["executed/03_merge.ipynb"]
     )
     assert _without_time(again) == _without_time(merged)
+
+
+@pytest.mark.parametrize(
+    "in_the_way",
+    [TRUTH_FILE, "benchmark_truthfulness_merged.md", "logs/benchmark_truthfulness_merged.log"],
+)
+def test_merge_refuses_a_folder_where_one_of_its_outputs_goes(truth_files, tmp_path, in_the_way):
+    output_dir = tmp_path / "merged"
+    (output_dir / in_the_way).mkdir(parents=True)
+
+    with pytest.raises(ParameterError, match="is not a folder"):
+        merge_truth_files([str(truth_files["std_3090"])], str(output_dir))
+
+    assert sorted(str(path.relative_to(output_dir)) for path in output_dir.rglob("*")) == sorted(
+        {in_the_way, *(str(parent) for parent in Path(in_the_way).parents if str(parent) != ".")}
+    )
