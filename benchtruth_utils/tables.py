@@ -15,6 +15,7 @@ import pandas as pd
 
 from .artifacts import file_sha256
 from .coverage import FACTORS
+from .errors import ParameterError
 from .latex import LATEX_FILE, main_results_latex
 from .outputs import atomic_write_bytes, frame_to_csv_text, write_json
 from .runs import EFFICIENCY_METRICS, KEY_FIELDS, QUALITY_METRICS
@@ -236,7 +237,13 @@ def _keep_foreign_copy(path: str, written: Mapping[str, str]) -> str | None:
     """Keep a table we did not write (the claimed one) beside itself before replacing it.
 
     The kept name carries the content's hash, so it can never overwrite an earlier
-    kept copy of different content; the same content is kept once.
+    kept copy of different content; the same content is kept once. A file of that name
+    whose content is not the table's (emptied, say) is no copy: it is written again.
+
+    Raises
+    ------
+    ParameterError
+        When a folder stands at the kept name, before the table is replaced.
     """
     digest = file_sha256(path)
     name = os.path.basename(path)
@@ -245,7 +252,13 @@ def _keep_foreign_copy(path: str, written: Mapping[str, str]) -> str | None:
 
     stem, suffix = os.path.splitext(path)
     kept = f"{stem}.kept_{digest[:12]}{suffix}"
-    if not os.path.exists(kept):
+    if os.path.isdir(kept):
+        raise ParameterError(
+            "output_dir",
+            os.path.dirname(path),
+            f"a folder in which '{os.path.basename(kept)}' is not a folder (remove it)",
+        )
+    if file_sha256(kept) != digest:
         with open(path, "rb") as handle:
             atomic_write_bytes(kept, handle.read())
     return kept

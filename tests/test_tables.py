@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pandas as pd
 import pytest
 
+from benchtruth_utils.errors import ParameterError
 from benchtruth_utils.tables import (
     EFFICIENCY_COLUMNS,
     MAIN_RESULTS_COLUMNS,
@@ -114,6 +116,26 @@ def test_write_tables_keeps_a_foreign_table_once_and_never_overwrites_a_kept_cop
         "claimed v1\n",
         "claimed v2\n",
     ]
+    assert (tmp_path / "main_results.csv").read_text().startswith("exp_name,backbone")
+
+
+def test_write_tables_never_replaces_a_foreign_table_without_a_copy_of_it(tmp_path):
+    # Something already at the kept copy's name that is not the table's content made the
+    # copy be skipped: the claimed table was replaced, the log said it was kept.
+    claimed = "claimed v1\n"
+    (tmp_path / "main_results.csv").write_text(claimed)
+    kept_name = f"main_results.kept_{hashlib.sha256(claimed.encode()).hexdigest()[:12]}.csv"
+    (tmp_path / kept_name).mkdir()
+
+    with pytest.raises(ParameterError, match="is not a folder"):
+        write_tables([run(0)], str(tmp_path))
+    assert (tmp_path / "main_results.csv").read_text() == claimed
+
+    (tmp_path / kept_name).rmdir()
+    (tmp_path / kept_name).write_text("")
+    write_tables([run(0)], str(tmp_path))
+
+    assert (tmp_path / kept_name).read_text() == claimed
     assert (tmp_path / "main_results.csv").read_text().startswith("exp_name,backbone")
 
 
