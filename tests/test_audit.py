@@ -134,6 +134,15 @@ def test_an_earlier_marked_copy_that_cannot_be_removed_is_named_not_fatal(tmp_pa
     assert str(tmp_path) not in log
 
 
+def _folder_in_place_of(target: Path, tree: Path) -> dict[str, tuple]:
+    """Put an empty folder where the file ``target`` is (or would be); return the digest of
+    ``tree`` after, to compare with once the refused call is made."""
+    if target.exists():
+        target.unlink()
+    target.mkdir()
+    return _tree_digest(tree)
+
+
 @pytest.mark.parametrize(
     "in_the_way",
     [
@@ -151,11 +160,7 @@ def test_a_folder_where_an_output_goes_is_refused_before_anything_changes(tmp_pa
     # outputs this audit's, some the previous one's, temporary files left behind.
     audit_case(REALRUNS, tmp_path)
     analysis = tmp_path / "analysis"
-    target = analysis / in_the_way
-    if target.exists():
-        target.unlink()
-    target.mkdir()
-    before = _tree_digest(analysis)
+    before = _folder_in_place_of(analysis / in_the_way, analysis)
 
     with pytest.raises(ParameterError, match="is not a folder"):
         audit_case(REALRUNS, tmp_path)
@@ -177,11 +182,7 @@ def test_a_folder_where_an_output_goes_is_refused_before_anything_changes(tmp_pa
 def test_build_tables_refuses_a_folder_where_one_of_its_outputs_goes(tmp_path, in_the_way):
     result, _ = audit_case(REALRUNS, tmp_path)
     tables = tmp_path / "paper_tables"
-    target = tables / in_the_way
-    if target.exists():
-        target.unlink()
-    target.mkdir()
-    before = _tree_digest(tables)
+    before = _folder_in_place_of(tables / in_the_way, tables)
 
     with pytest.raises(ParameterError, match="is not a folder"):
         build_tables(truthfulness_json=result.truth_path, output_dir=str(tables), host_tag="4090")
